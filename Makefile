@@ -1,0 +1,45 @@
+# CaptchaLens — `make run` starts the local host, `make test` runs every test.
+# Both set up what they need from the project's files: the venv (.venv),
+# the npm packages (npm ci) and Debian's Chromium for the browser tests.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup venv node chromium model convert bench clean
+
+run: venv
+	$(VENV)/bin/captchalens serve
+
+test: venv node chromium
+	$(PY) -m pytest
+
+setup: venv node chromium
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+node: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Reproduce the shipped default model (about an hour on a 2-core CPU), then convert it.
+model: venv
+	$(VENV)/bin/captchalens train --out runs/default --name default --epochs 10 --train-size 160000 --patience 4
+	rm -rf captchalens/models/default && cp -r runs/default captchalens/models/default
+	$(VENV)/bin/captchalens convert --model captchalens/models/default
+
+bench: venv node chromium
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache

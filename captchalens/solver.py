@@ -1,0 +1,127 @@
+"""The Python solver: model folder in, answers out.
+
+    solver = Solver()                       # the shipped default model
+    solver.solve_files(["a.png", "b.png"])  # -> [Answer(text, confidence, path)]
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .contract import ContractError, ModelMeta, load_meta
+from .images import ImageError, list_images, read_rgba, to_rgba
+
+PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = PACKAGE_MODELS / "default"
+BATCH = 256  # images per model call when solving many
+
+
+def default_model_dir() -> Path:
+    """$CAPTCHALENS_MODEL if set, else the shipped default model."""
+    env = os.environ.get("CAPTCHALENS_MODEL")
+    return Path(env) if env else DEFAULT_MODEL
+
+
+@dataclass
+class Answer:
+    text: str
+    confidence: float
+    path: str | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["confidence"] = round(self.confidence, 6)
+        return d
+
+
+class Solver:
+    """One loaded model: preprocessing, network and decoding from its metadata."""
+
+    def __init__(self, model_dir: str | os.PathLike | None = None):
+        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        self.meta: ModelMeta = load_meta(self.model_dir)
+        weights = self.model_dir / self.meta.files.get("keras", "model.h5")
+        if not weights.is_file():
+            raise ContractError(f"model folder {self.model_dir} has metadata but no weights file "
+                                f"{weights.name}")
+        from ._tf import keras, tf
+        from .preprocess import Preprocessor
+
+        try:
+            self.model = keras.models.load_model(weights, compile=False)
+        except Exception as e:  # h5py/keras raise many types for a damaged file
+            raise ContractError(f"{weights}: cannot load the model ({str(e).splitlines()[0][:200]})") from None
+        expect = (None, self.meta.input_height, self.meta.input_width, self.meta.input_channels)
+        if tuple(self.model.input_shape) != expect:
+            raise ContractError(f"{weights}: input {self.model.input_shape} does not match its "
+                                f"metadata {expect}")
+        if list(self.model.output_shape[1:]) != list(self.meta.output_shape):
+            raise ContractError(f"{weights}: output {self.model.output_shape} does not match its "
+                                f"metadata {self.meta.output_shape}")
+        self.preprocessor = Preprocessor(self.meta)
+        pre = self.preprocessor._batch
+        self._run = tf.function(lambda rgba: self.model(pre(rgba), training=False),
+                                input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
+                                reduce_retracing=True)
+        self._tf = tf
+
+    # ---- core ------------------------------------------------------------
+    def probs(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGBA uint8 images (any sizes) -> output probabilities [N, P, K]."""
+        out = np.empty((len(images), *self.meta.output_shape), np.float32)
+        by_size: dict[tuple, list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            by_size[im.shape].append(i)
+        for idx in by_size.values():
+            for s in range(0, len(idx), BATCH):
+                part = idx[s:s + BATCH]
+                batch = images[part[0]][None] if len(part) == 1 else np.stack([images[i] for i in part])
+                out[part] = self._run(self._tf.constant(batch)).numpy()
+        return out
+
+    def solve_pixels(self, images: list[np.ndarray]) -> list[Answer]:
+        from .decode import decode
+
+        rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
+        return [Answer(t, c) for t, c in decode(self.probs(rgba), self.meta)]
+
+    def solve_bytes(self, data: bytes, name: str = "image") -> Answer:
+        return self.solve_pixels([read_rgba(data, name)])[0]
+
+    def solve_files(self, paths: list[str | os.PathLike]) -> list[Answer]:
+        """Solve image files. Raises ImageError naming the first bad file."""
+        from .decode import decode
+
+        images = [read_rgba(p) for p in paths]
+        return [Answer(t, c, str(p)) for p, (t, c) in zip(paths, decode(self.probs(images), self.meta))]
+
+
+def expand_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files stay; folders become their image files (sorted). Missing -> ImageError."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise ImageError(f"{p}: folder holds no images (.png, .jpg, .gif, .bmp, .webp)")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: no such file or folder")
+    return out
+
+
+_SOLVERS: dict[str, Solver] = {}
+
+
+def get_solver(model_dir: str | os.PathLike | None = None) -> Solver:
+    """A cached Solver per model folder (loading costs ~1 s)."""
+    key = str(Path(model_dir).resolve() if model_dir else default_model_dir().resolve())
+    if key not in _SOLVERS:
+        _SOLVERS[key] = Solver(key)
+    return _SOLVERS[key]

@@ -1,0 +1,167 @@
+"""`captchalens train`, `captchalens eval` and `captchalens gen`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _size_range(s: str) -> tuple[int, int]:
+    """'160' -> (160, 160); '100-220' -> (100, 220)."""
+    try:
+        a, _, b = s.partition("-")
+        lo, hi = int(a), int(b or a)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N-M, got {s!r}") from None
+    if not 8 <= lo <= hi <= 2048:
+        raise argparse.ArgumentTypeError(f"size {s!r} must satisfy 8 <= N <= M <= 2048")
+    return lo, hi
+
+
+def _wxh(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 160x60, got {s!r}") from None
+    return w, h
+
+
+def register(sub) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model on generated captchas or a folder of labelled ones",
+                       description="Train a model. Without --data: captchas generated with the `captcha` "
+                                   "package (the defaults reproduce the shipped model). With --data: a "
+                                   "folder of your own labelled captchas.")
+    p.add_argument("--out", default=d.out, help=f"model folder to write (default {d.out})")
+    p.add_argument("--name", default=None, help="model name in its metadata (default: the --out folder name)")
+    p.add_argument("--arch", default=d.arch, choices=["small", "baseline", "ctc"],
+                   help="network: small (default), baseline (the seed's 5-layer CNN) or ctc (variable length)")
+    p.add_argument("--width-mult", type=float, default=d.width_mult, help="channel multiplier of small/ctc")
+    p.add_argument("--charset", default=d.charset, help="characters to generate")
+    p.add_argument("--length", type=_size_range, default=(d.length, d.length),
+                   help="characters per captcha: N, or N-M (needs --arch ctc)")
+    p.add_argument("--input", type=_wxh, default=(d.input_width, d.input_height),
+                   help=f"model input WIDTHxHEIGHT (default {d.input_width}x{d.input_height})")
+    p.add_argument("--gen-width", type=_size_range, default=d.gen_width, help="generated image widths N-M")
+    p.add_argument("--gen-height", type=_size_range, default=d.gen_height, help="generated image heights N-M")
+    p.add_argument("--gen-preferred", type=_wxh, default=d.gen_preferred,
+                   help="size drawn most often, WIDTHxHEIGHT (default 160x60)")
+    p.add_argument("--gen-preferred-share", type=float, default=d.gen_preferred_share,
+                   help="share of images at --gen-preferred")
+    p.add_argument("--train-size", type=int, default=d.train_size, help="generated training captchas")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="generated validation captchas")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine decay)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for generation and training")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
+    p.add_argument("--cache", default=".cache/captchalens",
+                   help="folder caching generated sets between runs ('' to disable)")
+    p.add_argument("--workers", type=int, default=None, help="generator processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="measure a model's accuracy and speed",
+                       description="Print whole-captcha and per-character accuracy, the most-confused "
+                                   "characters and latency; write a PNG gallery of the errors.")
+    e.add_argument("model", nargs="?", default=None, help="model folder (default: the shipped model)")
+    e.add_argument("--data", help="folder of labelled captchas (default: freshly generated ones)")
+    e.add_argument("-n", type=int, default=2000, help="how many captchas to generate (default 2000)")
+    e.add_argument("--size", type=_wxh, default=None,
+                   help="generate at this WIDTHxHEIGHT (default 160x60); see --random-sizes")
+    e.add_argument("--random-sizes", action="store_true",
+                   help="generate at random sizes 110-220 x 50-80 instead of one size")
+    e.add_argument("--seed", type=int, default=12345, help="generation seed (default 12345)")
+    e.add_argument("--gallery", default=None, help="PNG of the errors (default <model>/errors.png)")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+    e.set_defaults(func=cmd_eval)
+
+    g = sub.add_parser("gen", help="write generated captchas to a folder (file name = label)")
+    g.add_argument("out", help="folder to write")
+    g.add_argument("-n", type=int, default=100)
+    g.add_argument("--charset", default=d.charset)
+    g.add_argument("--length", type=_size_range, default=(d.length, d.length))
+    g.add_argument("--size", type=_wxh, default=(160, 60), help="WIDTHxHEIGHT (default 160x60)")
+    g.add_argument("--seed", type=int, default=1)
+    g.set_defaults(func=cmd_gen)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train_generated
+
+    if getattr(args, "data", None):
+        from .retrain import train_folder  # the retrain path (a user's own captchas)
+
+        return train_folder(args)
+    lo, hi = args.length
+    if lo != hi and args.arch != "ctc":
+        print("captchalens: error: a length range needs --arch ctc", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(
+        out=args.out, name=args.name or Path(args.out).name, arch=args.arch, width_mult=args.width_mult,
+        charset=args.charset, length=lo, max_length=hi, input_width=args.input[0],
+        input_height=args.input[1], gen_width=args.gen_width, gen_height=args.gen_height,
+        gen_preferred=args.gen_preferred, gen_preferred_share=args.gen_preferred_share,
+        train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
+        cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1)
+    t0 = time.time()
+    path, meta = train_generated(cfg)
+    print(f"\nwrote {path} ({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds) "
+          f"in {time.time() - t0:.0f} s; validation whole-captcha accuracy "
+          f"{100 * (meta.metrics.get('val_captcha_acc') or 0):.2f}%")
+    print(f"next: captchalens eval {path}   then   captchalens convert --model {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from captchalens.solver import Solver
+
+    from .evaluate import error_gallery, evaluate
+
+    solver = Solver(args.model)
+    meta = solver.meta
+    if args.data:
+        from .folder import load_folder
+
+        images, texts, report = load_folder(args.data, meta.charset, meta.lengths)
+        print(report.summary(), file=sys.stderr)
+    else:
+        from .generate import GenSpec, generate
+
+        lo, hi = meta.lengths
+        w, h = args.size or (160, 60)
+        spec = GenSpec(charset=meta.charset, min_length=lo, max_length=hi,
+                       width=(110, 220) if args.random_sizes else (w, w),
+                       height=(50, 80) if args.random_sizes else (h, h))
+        images, texts = generate(spec, args.n, args.seed)
+    result = evaluate(solver, images, texts)
+    gallery = error_gallery(images, result, args.gallery or Path(solver.model_dir) / "errors.png")
+    if args.json:
+        out = result.to_json()
+        out["gallery"] = str(gallery) if gallery else None
+        print(json.dumps(out))
+    else:
+        print(result.report())
+        print(f"error gallery: {gallery}" if gallery else "no errors: no gallery written")
+    return 0
+
+
+def cmd_gen(args) -> int:
+    from .generate import GenSpec, draw
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = GenSpec(charset=args.charset, min_length=args.length[0], max_length=args.length[1],
+                   width=(args.size[0],) * 2, height=(args.size[1],) * 2)
+    seen: dict[str, int] = {}
+    for i in range(args.n):
+        im, text = draw(spec, args.seed, i)
+        k = seen[text] = seen.get(text, 0) + 1
+        im.save(out / (f"{text}.png" if k == 1 else f"{text}_{k}.png"))
+    print(f"wrote {args.n} captchas to {out}")
+    return 0

@@ -1,0 +1,200 @@
+"""Synthetic captchas from the `captcha` package: seeded, parallel, cacheable.
+
+`captcha` 0.7.1 draws every random number from the `secrets` module, which
+cannot be seeded.  Each image gets its own `random.Random(seed, index)`
+stand-in for that module, so image *i* of seed *s* is the same picture
+whatever the number of worker processes or the order they run in.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    """What to generate. Sizes are inclusive ranges; equal ends = fixed size."""
+
+    charset: str = DEFAULT_CHARSET
+    min_length: int = 4
+    max_length: int = 4
+    width: tuple[int, int] = (160, 160)
+    height: tuple[int, int] = (60, 60)
+    # Share of images drawn at the preferred size (width[2], height[2] style
+    # defaults are awkward in argparse, so it is a separate field).
+    preferred: tuple[int, int] | None = None  # (w, h) drawn with probability preferred_share
+    preferred_share: float = 0.0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class _SeededSecrets:
+    """The subset of `secrets` that captcha.image calls, from a seeded PRNG."""
+
+    def __init__(self, rng: random.Random):
+        self._rng = rng
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self._rng.getrandbits(k)
+
+    def choice(self, seq):
+        return self._rng.choice(seq)
+
+
+_CAPTCHAS: dict[tuple[int, int], object] = {}
+
+
+def _captcha(width: int, height: int):
+    from captcha.image import ImageCaptcha
+
+    c = _CAPTCHAS.get((width, height))
+    if c is None:
+        c = _CAPTCHAS[(width, height)] = ImageCaptcha(width=width, height=height)
+    return c
+
+
+def image_rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"{seed}:{index}")
+
+
+def draw(spec: GenSpec, seed: int, index: int):
+    """Draw captcha number `index` of `seed`: returns (PIL RGB image, text)."""
+    import captcha.image as ci
+
+    rng = image_rng(seed, index)
+    n = rng.randint(spec.min_length, spec.max_length)
+    text = "".join(rng.choice(spec.charset) for _ in range(n))
+    if spec.preferred and rng.random() < spec.preferred_share:
+        w, h = spec.preferred
+    else:
+        w = rng.randint(*spec.width)
+        h = rng.randint(*spec.height)
+    saved = ci.secrets
+    ci.secrets = _SeededSecrets(rng)
+    try:
+        im = _captcha(w, h).generate_image(text)
+    finally:
+        ci.secrets = saved
+    return im, text
+
+
+def _rgba(im) -> np.ndarray:
+    return np.asarray(im.convert("RGBA"), dtype=np.uint8)
+
+
+def _chunk(args):
+    spec, seed, start, stop, meta_json = args
+    out_x, texts = [], []
+    pre = _worker_preprocessor(meta_json) if meta_json else None
+    for i in range(start, stop):
+        im, text = draw(spec, seed, i)
+        texts.append(text)
+        out_x.append(_rgba(im))
+    if pre is not None:
+        x = pre(out_x)
+        out_x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    return start, out_x, texts
+
+
+_PRE = {}
+
+
+def _worker_preprocessor(meta_json: str):
+    """One Preprocessor per worker process (TF is imported lazily in workers)."""
+    pre = _PRE.get(meta_json)
+    if pre is None:
+        from captchalens.contract import ModelMeta
+        from captchalens.preprocess import Preprocessor
+
+        pre = _PRE[meta_json] = Preprocessor(ModelMeta.from_json(json.loads(meta_json)))
+    return pre
+
+
+class Progress:
+    """A small progress bar on stderr (silent when stderr is not a terminal
+    unless forced), so long generation and training runs show they live."""
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None):
+        self.total, self.label, self.done = total, label, 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = -1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        pct = int(100 * self.done / max(1, self.total))
+        if self.enabled and pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def generate(spec: GenSpec, n: int, seed: int, meta=None, workers: int | None = None,
+             progress: bool | None = None, chunk: int = 500):
+    """Generate n captchas.
+
+    Without `meta`: returns (list of RGBA uint8 arrays, list of texts).
+    With `meta` (a ModelMeta): images are preprocessed to the model input and
+    stored as uint8 (value*255, rounded) to keep big sets in memory: returns
+    (uint8 array [n, H, W, C], texts).
+    """
+    workers = workers or os.cpu_count() or 1
+    meta_json = json.dumps(meta.to_json()) if meta is not None else None
+    jobs = [(spec, seed, s, min(n, s + chunk), meta_json) for s in range(0, n, chunk)]
+    bar = Progress(n, "generating", progress)
+    xs: list = [None] * len(jobs)
+    texts: list = [None] * len(jobs)
+    if workers <= 1 or len(jobs) == 1:
+        results = map(_chunk, jobs)
+        for start, x, t in results:
+            xs[start // chunk], texts[start // chunk] = x, t
+            bar.update(len(t))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # TF is not fork-safe
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for start, x, t in pool.map(_chunk, jobs):
+                xs[start // chunk], texts[start // chunk] = x, t
+                bar.update(len(t))
+    all_texts = [t for ts in texts for t in ts]
+    if meta is None:
+        return [x for xx in xs for x in xx], all_texts
+    return np.concatenate(xs), all_texts
+
+
+def cached(spec: GenSpec, n: int, seed: int, meta, cache_dir: str | os.PathLike | None,
+           **kw):
+    """generate(..., meta) through an on-disk cache keyed by everything that
+    changes the pixels (spec, n, seed, input size and preprocessing)."""
+    if not cache_dir:
+        return generate(spec, n, seed, meta, **kw)
+    pre_key = hashlib.sha1(json.dumps(
+        [meta.input_height, meta.input_width, meta.input_channels, meta.preprocessing],
+        sort_keys=True).encode()).hexdigest()[:8]
+    path = Path(cache_dir) / f"gen-{spec.key()}-{pre_key}-{seed}-{n}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["x"], [str(t) for t in z["texts"]]
+    x, texts = generate(spec, n, seed, meta, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, texts=np.array(texts))
+    os.replace(tmp, path)
+    return x, texts

@@ -1,0 +1,249 @@
+"""Train a model and write it, with its metadata, atomically.
+
+    captchalens train --out runs/default            # the shipped default model
+    captchalens train --data my_captchas/ --out m/  # a site's own captchas
+
+Training keeps a work folder (``<out>.work/``) with a checkpoint per epoch
+(an interrupted run resumes from it when started again with the same
+command), a CSV log and the training curves.  The model folder itself is
+only written at the end, into a temp folder renamed into place: a crash never
+leaves a half-written model.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from captchalens._tf import keras, tf
+from captchalens.contract import KERAS_FILE, ModelMeta
+
+from . import models
+from .generate import DEFAULT_CHARSET, GenSpec, cached
+
+
+@dataclass
+class TrainConfig:
+    """Plain defaults; each is a `captchalens train` flag (see cli.py)."""
+
+    out: str = "runs/model"
+    name: str = "model"
+    arch: str = "small"  # small | baseline | ctc
+    width_mult: float = 0.75  # channel multiplier of the small/ctc trunk
+    charset: str = DEFAULT_CHARSET
+    length: int = 4  # generated captchas: min length (= max for fixed models)
+    max_length: int | None = None  # generated captchas: max length (CTC)
+    input_height: int = 48
+    input_width: int = 128
+    gen_width: tuple[int, int] = (100, 220)  # random sizes for robustness...
+    gen_height: tuple[int, int] = (50, 80)
+    gen_preferred: tuple[int, int] | None = (160, 60)  # ...and this size most often
+    gen_preferred_share: float = 0.4
+    train_size: int = 200_000
+    val_size: int = 4_000
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 2e-3  # peak learning rate, cosine-decayed to 0 over the run
+    seed: int = 1
+    cache: str | None = None  # folder to keep generated sets between runs
+    patience: int = 3  # early stopping, in epochs without better val accuracy
+    workers: int | None = None
+    verbose: int = 1
+    extra_meta: dict = field(default_factory=dict)
+
+
+def make_meta(cfg: TrainConfig) -> ModelMeta:
+    if cfg.arch == "ctc":
+        steps = cfg.input_width // 4
+        return ModelMeta(
+            name=cfg.name, charset=cfg.charset, input_height=cfg.input_height,
+            input_width=cfg.input_width, input_channels=1, decoding="ctc_greedy",
+            output_shape=[steps, len(cfg.charset) + 1], min_length=cfg.length,
+            max_length=cfg.max_length or cfg.length, architecture="ctc")
+    return ModelMeta(
+        name=cfg.name, charset=cfg.charset, input_height=cfg.input_height,
+        input_width=cfg.input_width, input_channels=1, decoding="fixed",
+        output_shape=[cfg.length, len(cfg.charset)], length=cfg.length, architecture=cfg.arch)
+
+
+def encode_labels(texts: list[str], meta: ModelMeta) -> np.ndarray:
+    """Texts -> int labels [N, L] (CTC: padded with -1 to max_length)."""
+    index = {c: i for i, c in enumerate(meta.charset)}
+    width = meta.length if meta.decoding == "fixed" else meta.lengths[1]
+    y = np.full((len(texts), width), -1, np.int32)
+    for i, t in enumerate(texts):
+        y[i, :len(t)] = [index[c] for c in t]
+    return y
+
+
+def captcha_accuracy(meta: ModelMeta):
+    """Keras metric: share of captchas whose every character is right."""
+    if meta.decoding == "fixed":
+        def captcha_acc(y_true, y_prob):
+            pred = tf.argmax(y_prob, axis=-1, output_type=tf.int32)
+            return tf.reduce_mean(tf.cast(tf.reduce_all(pred == tf.cast(y_true, tf.int32), axis=-1), tf.float32))
+        return captcha_acc
+    return None  # CTC: measured by the greedy decoder in evaluate()
+
+
+class _Curves(keras.callbacks.Callback):
+    """Saves loss/accuracy curves as a PNG after every epoch."""
+
+    def __init__(self, csv_path: Path, png_path: Path):
+        super().__init__()
+        self.csv_path, self.png_path = csv_path, png_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_curves(self.csv_path, self.png_path)
+
+
+def plot_curves(csv_path: Path, png_path: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not csv_path.is_file():
+        return
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss", "val_loss"):
+        if key in rows[0]:
+            axes[0].plot(ep, [float(r[key]) for r in rows], marker="o", label=key)
+    axes[0].set_xlabel("epoch"); axes[0].set_title("loss"); axes[0].legend()  # noqa: E702
+    for key in ("captcha_acc", "val_captcha_acc"):
+        if key in rows[0]:
+            axes[1].plot(ep, [float(r[key]) for r in rows], marker="o", label=key)
+    axes[1].set_xlabel("epoch"); axes[1].set_title("whole-captcha accuracy"); axes[1].legend()  # noqa: E702
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, augment=None):
+    """uint8 model inputs -> float batches through tf.data."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(min(len(x), 50_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch, drop_remainder=shuffle)
+    to_float = lambda a, b: (tf.cast(a, tf.float32) / 255.0, b)  # noqa: E731
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: Path, augment=None):
+    """Compile and fit with the standard callbacks; returns the Keras history."""
+    steps_per_epoch = len(x_tr) // cfg.batch_size
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps_per_epoch * cfg.epochs - min(steps_per_epoch, 500)),
+        warmup_target=cfg.lr, warmup_steps=min(steps_per_epoch, 500))
+    fixed = meta.decoding == "fixed"
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=models.smoothed_ce(0.1) if fixed else models.ctc_loss,
+        metrics=[captcha_accuracy(meta)] if fixed else None,
+        jit_compile=False)
+    monitor = "val_captcha_acc" if fixed else "val_loss"
+    mode = "max" if fixed else "min"
+    work.mkdir(parents=True, exist_ok=True)
+    csv_path = work / "log.csv"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),  # resume after interruption
+        keras.callbacks.ModelCheckpoint(str(work / "best.h5"), monitor=monitor, mode=mode,
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        _Curves(csv_path, work / "curves.png"),
+    ]
+    tr = dataset(x_tr, y_tr, cfg.batch_size, True, cfg.seed, augment)
+    va = dataset(x_va, y_va, 512, False, cfg.seed)
+    return model.fit(tr, validation_data=va, epochs=cfg.epochs, callbacks=callbacks,
+                     verbose=cfg.verbose)
+
+
+def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict[str, Path] | None = None) -> Path:
+    """Write model + metadata into `out` atomically (temp folder + rename)."""
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        model.save(tmp / KERAS_FILE, include_optimizer=False)
+        meta.params = int(model.count_params())
+        meta.macs = models.count_macs(model)
+        meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.chmod(meta.save(tmp), 0o644)
+        for name, src in (extra_files or {}).items():
+            if Path(src).is_file():
+                shutil.copy2(src, tmp / name)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
+    """Train on captchas from the `captcha` package (the default model's recipe)."""
+    t0 = time.time()
+    meta = make_meta(cfg)
+    spec = GenSpec(charset=cfg.charset, min_length=cfg.length,
+                   max_length=cfg.max_length or cfg.length, width=tuple(cfg.gen_width),
+                   height=tuple(cfg.gen_height), preferred=cfg.gen_preferred,
+                   preferred_share=cfg.gen_preferred_share)
+    x_tr, t_tr = cached(spec, cfg.train_size, cfg.seed, meta, cfg.cache, workers=cfg.workers)
+    x_va, t_va = cached(spec, cfg.val_size, cfg.seed + 1_000_003, meta, cfg.cache, workers=cfg.workers)
+    y_tr, y_va = encode_labels(t_tr, meta), encode_labels(t_va, meta)
+    gen_s = time.time() - t0
+    keras.utils.set_random_seed(cfg.seed)
+    model = models.build(cfg.arch, meta, **({"width": cfg.width_mult} if cfg.arch != "baseline" else {}))
+    work = Path(str(Path(cfg.out).resolve()) + ".work")
+    hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work)
+    train_s = time.time() - t0 - gen_s
+    meta.trained_on = {
+        "source": "captcha package 0.7.1 (generated)",
+        "spec": {"charset": spec.charset, "length": [spec.min_length, spec.max_length],
+                 "width": list(spec.width), "height": list(spec.height),
+                 "preferred": list(spec.preferred) if spec.preferred else None,
+                 "preferred_share": spec.preferred_share},
+        "train_size": cfg.train_size, "val_size": cfg.val_size, "seed": cfg.seed,
+        "epochs_run": len(hist.history.get("loss", [])), "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "generate_seconds": round(gen_s, 1), "train_seconds": round(train_s, 1),
+    }
+    meta.trained_on.update(cfg.extra_meta)
+    meta.metrics = {"val_captcha_acc": _last(hist, "val_captcha_acc")}
+    path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
+    return path, meta
+
+
+def _last(hist, key):
+    v = hist.history.get(key)
+    return round(float(max(v)), 5) if v else None
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
