@@ -36,6 +36,8 @@ def register(sub) -> None:
                        description="Train a model. Without --data: captchas generated with the `captcha` "
                                    "package (the defaults reproduce the shipped model). With --data: a "
                                    "folder of your own labelled captchas.")
+    p.add_argument("--data", default=None,
+                   help="folder of your own labelled captchas (file name = label, or labels.csv)")
     p.add_argument("--out", default=d.out, help=f"model folder to write (default {d.out})")
     p.add_argument("--name", default=None, help="model name in its metadata (default: the --out folder name)")
     p.add_argument("--arch", default=d.arch, choices=["small", "baseline", "ctc"],
