@@ -37,7 +37,10 @@ def _open(data: bytes | str | os.PathLike, name: str) -> Image.Image:
         raise ImageError(f"{name}: is a folder, not an image") from None
     except PermissionError:
         raise ImageError(f"{name}: permission denied") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large to be a captcha (at most {MAX_SIDE}x{MAX_SIDE} "
+                         f"and {MAX_PIXELS} pixels)") from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
@@ -73,8 +76,9 @@ def read_rgba(src: bytes | str | os.PathLike, name: str | None = None) -> np.nda
             im.seek(0)  # first frame of an animation
             rgba = im.convert("RGBA")
             arr = np.asarray(rgba, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large to be a captcha") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
     finally:
         im.close()

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 3  # early stopping, in epochs without better val accuracy
     workers: int | None = None
     verbose: int = 1
+    extra_callbacks: list = field(default_factory=list)  # e.g. tests that interrupt a run
     extra_meta: dict = field(default_factory=dict)
 
 
@@ -172,6 +173,7 @@ def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: 
                                       restore_best_weights=True),
         keras.callbacks.CSVLogger(str(csv_path), append=True),
         _Curves(csv_path, work / "curves.png"),
+        *cfg.extra_callbacks,
     ]
     tr = dataset(x_tr, y_tr, cfg.batch_size, True, cfg.seed, augment)
     va = dataset(x_va, y_va, 512, False, cfg.seed)
@@ -186,7 +188,11 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o755)
     try:
-        model.save(tmp / KERAS_FILE, include_optimizer=False)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "HDF5 is legacy": it is what the tfjs converter reads
+            model.save(tmp / KERAS_FILE, include_optimizer=False)
         meta.params = int(model.count_params())
         meta.macs = models.count_macs(model)
         meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

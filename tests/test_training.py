@@ -1,0 +1,80 @@
+"""Training end to end in a temp folder: train -> save -> load -> solve,
+an interrupted run resumes, and a crash never leaves half a model."""
+import csv
+
+import numpy as np
+import pytest
+
+from captchalens._tf import keras
+from captchalens.contract import KERAS_FILE, META_FILE, load_meta
+from captchalens.solver import Solver
+from captchalens.training import models
+from captchalens.training.generate import GenSpec, draw, generate
+from captchalens.training.train import TrainConfig, save_model, train_generated
+
+
+def test_a_tiny_training_run_writes_a_model_that_solves(tiny_model):
+    meta = load_meta(tiny_model)
+    assert (tiny_model / KERAS_FILE).is_file() and (tiny_model / "curves.png").is_file()
+    assert meta.params > 0 and meta.macs > 0 and meta.trained_on["train_size"] == 256
+    im, _ = draw(GenSpec(), seed=5, index=0)
+    answer = Solver(tiny_model).solve_pixels([np.asarray(im)])[0]
+    assert len(answer.text) == 4 and set(answer.text) <= set(meta.charset)
+    assert 0.0 <= answer.confidence <= 1.0
+
+
+def test_generation_is_seeded_and_independent_of_workers():
+    spec = GenSpec(width=(100, 200), height=(50, 80))
+    a_img, a_txt = generate(spec, 12, seed=7, workers=1, progress=False)
+    b_img, b_txt = generate(spec, 12, seed=7, workers=1, progress=False, chunk=5)
+    c_img, c_txt = generate(spec, 12, seed=8, workers=1, progress=False)
+    assert a_txt == b_txt and all(np.array_equal(x, y) for x, y in zip(a_img, b_img))
+    assert a_txt != c_txt
+    assert len({im.shape for im in a_img}) > 1  # random sizes really vary
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("simulated crash after the first epoch")
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "m"
+    cfg = dict(out=str(out), name="m", width_mult=0.25, train_size=128, val_size=32, epochs=2,
+               verbose=0, workers=1, cache=str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_generated(TrainConfig(**cfg, extra_callbacks=[_Crash()]))
+    assert not out.exists()  # no half-written model
+    train_generated(TrainConfig(**cfg))
+    with open(tmp_path / "m.work" / "log.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1]  # epoch 0 was not trained again
+    assert load_meta(out).trained_on["epochs_run"] >= 1
+
+
+def test_a_crash_while_saving_keeps_the_old_model(tmp_path, tiny_model):
+    meta = load_meta(tiny_model)
+    model = keras.models.load_model(tiny_model / KERAS_FILE, compile=False)
+    out = save_model(model, meta, tmp_path / "m")
+    before = (out / META_FILE).read_text()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    model.save = boom
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, meta, out)
+    assert (out / META_FILE).read_text() == before and (out / KERAS_FILE).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp folders left
+
+
+@pytest.mark.parametrize("arch", ["small", "baseline", "ctc"])
+def test_architectures_have_one_output_matching_the_contract(arch):
+    from captchalens.training.train import make_meta
+
+    meta = make_meta(TrainConfig(arch=arch, length=4, max_length=6 if arch == "ctc" else None))
+    model = models.build(arch, meta)
+    assert len(model.outputs) == 1
+    assert list(model.output_shape[1:]) == meta.output_shape
+    if arch != "baseline":
+        assert model.count_params() <= 1_000_000 and models.count_macs(model) <= 50_000_000
