@@ -64,6 +64,8 @@ def register(sub) -> None:
     p.add_argument("--cache", default=".cache/captchalens",
                    help="folder caching generated sets between runs ('' to disable)")
     p.add_argument("--workers", type=int, default=None, help="generator processes (default: all cores)")
+    p.add_argument("--fresh-eval", type=int, default=2000,
+                   help="after training, measure accuracy on this many fresh captchas per size (0: skip)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -110,12 +112,16 @@ def cmd_train(args) -> int:
         gen_preferred=args.gen_preferred, gen_preferred_share=args.gen_preferred_share,
         train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
-        cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1)
+        cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1,
+        fresh_eval=args.fresh_eval)
     t0 = time.time()
     path, meta = train_generated(cfg)
     print(f"\nwrote {path} ({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds) "
           f"in {time.time() - t0:.0f} s; validation whole-captcha accuracy "
           f"{100 * (meta.metrics.get('val_captcha_acc') or 0):.2f}%")
+    for k, v in meta.metrics.items():
+        if k.startswith("captcha_acc_"):
+            print(f"  fresh captchas {k[len('captcha_acc_'):]}: {100 * v:.2f}% whole-captcha")
     print(f"next: captchalens eval {path}   then   captchalens convert --model {path}")
     return 0
 

@@ -115,3 +115,34 @@ def error_gallery(images: list[np.ndarray], result: EvalResult, path: str | Path
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+# Fresh-captcha checks recorded in a generated model's metadata (seeds unused in training).
+FRESH_SETS = {
+    "160x60": ((160, 160), (60, 60), 777_001),
+    "100x60": ((100, 100), (60, 60), 777_002),
+    "random_sizes": ((110, 220), (50, 80), 777_003),
+}
+
+
+def record_fresh_metrics(model_dir, n: int = 2000, workers: int | None = None) -> dict:
+    """Measure whole-captcha accuracy on fresh generated sets and write it into
+    the model's metadata (metrics.captcha_acc_<set>)."""
+    from captchalens.contract import load_meta
+
+    from .generate import GenSpec, generate
+
+    solver = Solver(model_dir)
+    meta = load_meta(model_dir)
+    lo, hi = meta.lengths
+    spec_src = meta.trained_on.get("spec", {})
+    charset = spec_src.get("charset", meta.charset)
+    for name, (w, h, seed) in FRESH_SETS.items():
+        images, texts = generate(GenSpec(charset=charset, min_length=lo, max_length=hi, width=w, height=h),
+                                 n, seed, workers=workers, progress=False)
+        r = evaluate(solver, images, texts, single_runs=20)
+        meta.metrics[f"captcha_acc_{name}"] = round(r.captcha_acc, 5)
+        meta.metrics[f"char_acc_{name}"] = round(r.char_acc, 5)
+    meta.metrics["fresh_n"] = n
+    meta.save(model_dir)
+    return meta.metrics

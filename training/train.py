@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 3  # early stopping, in epochs without better val accuracy
     workers: int | None = None
     verbose: int = 1
+    fresh_eval: int = 0  # fresh captchas per size measured into the metadata (CLI default 2000)
     extra_callbacks: list = field(default_factory=list)  # e.g. tests that interrupt a run
     extra_meta: dict = field(default_factory=dict)
 
@@ -243,6 +244,10 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     meta.trained_on.update(cfg.extra_meta)
     meta.metrics = {"val_captcha_acc": _last(hist, "val_captcha_acc")}
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
+    if cfg.fresh_eval:
+        from .evaluate import record_fresh_metrics
+
+        meta.metrics = record_fresh_metrics(path, cfg.fresh_eval, workers=cfg.workers)
     return path, meta
 
 
