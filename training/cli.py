@@ -20,6 +20,18 @@ def _size_range(s: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _length_range(s: str) -> tuple[int, int]:
+    """'5' -> (5, 5); '4-6' -> (4, 6): characters per captcha."""
+    try:
+        a, _, b = s.partition("-")
+        lo, hi = int(a), int(b or a)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N-M, got {s!r}") from None
+    if not 1 <= lo <= hi <= 64:
+        raise argparse.ArgumentTypeError(f"length {s!r} must satisfy 1 <= N <= M <= 64")
+    return lo, hi
+
+
 def _wxh(s: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in s.lower().split("x"))
@@ -37,17 +49,26 @@ def register(sub) -> None:
                                    "package (the defaults reproduce the shipped model). With --data: a "
                                    "folder of your own labelled captchas.")
     p.add_argument("--data", default=None,
-                   help="folder of your own labelled captchas (file name = label, or labels.csv)")
+                   help="folder of your own labelled captchas (file name = label, or labels.csv); "
+                        "charset, length, input size and schedule are then chosen from the data "
+                        "unless given")
     p.add_argument("--out", default=d.out, help=f"model folder to write (default {d.out})")
     p.add_argument("--name", default=None, help="model name in its metadata (default: the --out folder name)")
-    p.add_argument("--arch", default=d.arch, choices=["small", "baseline", "ctc"],
-                   help="network: small (default), baseline (the seed's 5-layer CNN) or ctc (variable length)")
-    p.add_argument("--width-mult", type=float, default=d.width_mult, help="channel multiplier of small/ctc")
-    p.add_argument("--charset", default=d.charset, help="characters to generate")
-    p.add_argument("--length", type=_size_range, default=(d.length, d.length),
-                   help="characters per captcha: N, or N-M (needs --arch ctc)")
-    p.add_argument("--input", type=_wxh, default=(d.input_width, d.input_height),
-                   help=f"model input WIDTHxHEIGHT (default {d.input_width}x{d.input_height})")
+    p.add_argument("--arch", default="auto", choices=["auto", "small", "baseline", "ctc"],
+                   help="network: auto (default: small for one length, ctc for several), small, "
+                        "baseline (the seed's 5-layer CNN) or ctc (variable length)")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help=f"channel multiplier of small/ctc (default {d.width_mult}; with --data: "
+                        f"the fine-tuned model's)")
+    p.add_argument("--charset", default=None,
+                   help=f"characters to generate (default {d.charset}); with --data: the characters "
+                        f"allowed (default: those in the labels)")
+    p.add_argument("--length", type=_length_range, default=None,
+                   help=f"characters per captcha: N, or N-M (needs --arch ctc) (default {d.length}); "
+                        f"with --data: keep only labels of these lengths (default: all)")
+    p.add_argument("--input", type=_wxh, default=None,
+                   help=f"model input WIDTHxHEIGHT (default {d.input_width}x{d.input_height}; with "
+                        f"--data: height 48, width from the images' shape)")
     p.add_argument("--gen-width", type=_size_range, default=d.gen_width, help="generated image widths N-M")
     p.add_argument("--gen-height", type=_size_range, default=d.gen_height, help="generated image heights N-M")
     p.add_argument("--gen-preferred", type=_wxh, default=d.gen_preferred,
@@ -56,17 +77,39 @@ def register(sub) -> None:
                    help="share of images at --gen-preferred")
     p.add_argument("--train-size", type=int, default=d.train_size, help="generated training captchas")
     p.add_argument("--val-size", type=int, default=d.val_size, help="generated validation captchas")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine decay)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training set (default {d.epochs}; with --data: enough for "
+                        f"about 2500 steps, early stopping ends sooner)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {d.batch_size}; with --data: 32, or 64 from 2000 images")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate, cosine decay (default {d.lr})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for generation and training")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early stopping patience in epochs (default {d.patience}; with --data: "
+                        f"a quarter of the epochs, at least 10)")
     p.add_argument("--cache", default=".cache/captchalens",
                    help="folder caching generated sets between runs ('' to disable)")
     p.add_argument("--workers", type=int, default=None, help="generator processes (default: all cores)")
     p.add_argument("--fresh-eval", type=int, default=2000,
                    help="after training, measure accuracy on this many fresh captchas per size (0: skip)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    own = p.add_argument_group("training on your own captchas (with --data)")
+    own.add_argument("--val-share", type=float, default=0.15,
+                     help="share of the folder held back to validate and stop early, chosen by a hash "
+                          "of each file name (default 0.15)")
+    start = own.add_mutually_exclusive_group()
+    start.add_argument("--finetune", dest="init", action="store_const", const="finetune",
+                       help="start from the default model's trunk (the default whenever it fits)")
+    start.add_argument("--from-scratch", dest="init", action="store_const", const="scratch",
+                       help="start from random weights")
+    own.add_argument("--base", default=None,
+                     help="model folder to fine-tune from (default: the shipped default model; give "
+                          "your previous model of the same site to refine it with new samples)")
+    own.add_argument("--no-augment", action="store_true",
+                     help="train on the images as they are (default: random shifts, zoom, rotation, "
+                          "contrast and noise)")
+    p.set_defaults(init="auto")
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="measure a model's accuracy and speed",
@@ -88,7 +131,7 @@ def register(sub) -> None:
     g.add_argument("out", help="folder to write")
     g.add_argument("-n", type=int, default=100)
     g.add_argument("--charset", default=d.charset)
-    g.add_argument("--length", type=_size_range, default=(d.length, d.length))
+    g.add_argument("--length", type=_length_range, default=(d.length, d.length))
     g.add_argument("--size", type=_wxh, default=(160, 60), help="WIDTHxHEIGHT (default 160x60)")
     g.add_argument("--seed", type=int, default=1)
     g.set_defaults(func=cmd_gen)
@@ -101,6 +144,7 @@ def cmd_train(args) -> int:
         from .retrain import train_folder  # the retrain path (a user's own captchas)
 
         return train_folder(args)
+    _generated_defaults(args, TrainConfig())
     lo, hi = args.length
     if lo != hi and args.arch != "ctc":
         print("captchalens: error: a length range needs --arch ctc", file=sys.stderr)
@@ -124,6 +168,17 @@ def cmd_train(args) -> int:
             print(f"  fresh captchas {k[len('captcha_acc_'):]}: {100 * v:.2f}% whole-captcha")
     print(f"next: captchalens eval {path}   then   captchalens convert --model {path}")
     return 0
+
+
+def _generated_defaults(args, d) -> None:
+    """Fill the flags whose defaults differ with --data (None there) for generated training."""
+    for key, value in (("width_mult", d.width_mult), ("charset", d.charset), ("length", (d.length, d.length)),
+                       ("input", (d.input_width, d.input_height)), ("epochs", d.epochs),
+                       ("batch_size", d.batch_size), ("lr", d.lr), ("patience", d.patience)):
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.arch == "auto":
+        args.arch = "ctc" if args.length[0] != args.length[1] else "small"
 
 
 def cmd_eval(args) -> int:

@@ -36,6 +36,7 @@ class FolderReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     bad_label: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     not_images: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # names of the files used, in the order returned
 
     def summary(self) -> str:
         lines = [f"{self.folder}: {self.used} labelled captchas read"]
@@ -96,6 +97,9 @@ def scan(folder: str | os.PathLike) -> tuple[list[tuple[Path, str]], FolderRepor
         if not text:
             report.bad_label.append((p.name, "empty label"))
             continue
+        if any(c.isspace() or not c.isprintable() for c in text):
+            report.bad_label.append((p.name, "label contains a space or a control character"))
+            continue
         pairs.append((p, text))
     if labels is not None:
         present = {p.name for p, _ in pairs} | {f for f, _ in report.bad_label}
@@ -109,12 +113,13 @@ def scan(folder: str | os.PathLike) -> tuple[list[tuple[Path, str]], FolderRepor
 
 
 def load_folder(folder: str | os.PathLike, charset: str | None = None,
-                lengths: tuple[int, int] | None = None):
+                lengths: tuple[int, int] | None = None, charset_name: str = "the model's charset"):
     """Read every labelled image of a folder.
 
     Returns (RGBA images, texts, report).  With `charset`, labels using other
-    characters are skipped and reported; with `lengths` (min, max), so are
-    labels of other lengths.  Raises DataError when nothing usable is left.
+    characters are skipped and reported (as not in `charset_name`); with
+    `lengths` (min, max), so are labels of other lengths.  report.files names
+    the files used, in order.  Raises DataError when nothing usable is left.
     """
     pairs, report = scan(folder)
     images, texts = [], []
@@ -122,7 +127,7 @@ def load_folder(folder: str | os.PathLike, charset: str | None = None,
     for p, text in pairs:
         if allowed is not None and not set(text) <= allowed:
             bad = "".join(sorted(set(text) - allowed))
-            report.bad_label.append((p.name, f"characters {bad!r} not in the model's charset"))
+            report.bad_label.append((p.name, f"characters {bad!r} not in {charset_name}"))
             continue
         if lengths is not None and not lengths[0] <= len(text) <= lengths[1]:
             want = str(lengths[0]) if lengths[0] == lengths[1] else f"{lengths[0]}-{lengths[1]}"
@@ -134,6 +139,7 @@ def load_folder(folder: str | os.PathLike, charset: str | None = None,
             report.unreadable.append((p.name, str(e).split(": ", 1)[-1]))
             continue
         texts.append(text)
+        report.files.append(p.name)
     report.used = len(texts)
     if not texts:
         raise DataError(f"nothing usable in {folder}:\n{report.summary()}")

@@ -1,0 +1,518 @@
+"""Train on a folder of your own labelled captchas.
+
+    captchalens train --data my_captchas/ --out models/mysite
+    captchalens convert --model models/mysite --name mysite
+
+Everything about the new scheme comes from the labels (file name = label, or
+labels.csv): the character set, the length (fixed-length heads when every
+label has one length, CTC otherwise) and the input size (from the images'
+typical shape).  The trunk of the default model is reused where it fits
+(fine-tuning), and small sets get strong augmentation, many epochs of a
+cosine schedule and early stopping on a held-back validation split chosen by
+a hash of each file name.  A summary is printed at the start (what was read,
+what was skipped and why, the scheme, the split) and at the end (validation
+whole-captcha accuracy, time taken, the next command).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .folder import DataError, load_folder, split
+
+INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collapses exactly 6
+MIN_WIDTH, MAX_WIDTH = 64, 256  # input width = 48 x the images' median aspect, within these
+MIN_IMAGES = 10  # below this there is nothing to learn from
+FEW_IMAGES = 300  # below this, say that more labels would help
+TARGET_STEPS = 2500  # optimizer steps a run aims for (small sets: many epochs)
+MIN_EPOCHS, MAX_EPOCHS = 10, 200
+SCRATCH_WIDTH = 0.75  # channel multiplier when not fine-tuning (the default model's)
+LR = 2e-3  # peak learning rate from scratch (cosine decay, warm-up)
+FINETUNE_LR = 2e-3  # peak learning rate when fine-tuning
+RARE = 5  # a character seen fewer times than this in training is flagged
+# Layers of the default model's trunk (training/models.py); copied when fine-tuning.
+TRUNK = ("stem", "sep2a", "sep2b", "sep3a", "sep3b", "sep4a", "sep4b", "collapse")
+
+
+@dataclass
+class RetrainConfig:
+    """Settings of a folder run; None = chosen from the data."""
+
+    data: str
+    out: str
+    name: str | None = None  # default: the --out folder's name
+    arch: str = "auto"  # auto | small | baseline | ctc
+    init: str = "auto"  # auto | finetune | scratch
+    base: str | None = None  # model to fine-tune from (default: the shipped default model)
+    charset: str | None = None  # declared charset: labels using other characters are skipped
+    lengths: tuple[int, int] | None = None  # keep labels of these lengths only
+    input_size: tuple[int, int] | None = None  # (width, height)
+    width_mult: float | None = None
+    val_share: float = 0.15
+    split_seed: int = 0
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    seed: int = 1
+    augment: bool = True
+    verbose: bool = True
+    extra_callbacks: list = field(default_factory=list)
+
+
+def _say(*a) -> None:
+    print(*a, flush=True)
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{int(s // 60)} min {int(s % 60):02d} s"
+
+
+# ---- the scheme, from the labels ---------------------------------------------
+
+@dataclass
+class Plan:
+    """What the folder says, and what we will train."""
+
+    charset: str
+    min_len: int
+    max_len: int
+    length_counts: dict[int, int]
+    arch: str
+    decoding: str
+    input_width: int
+    input_height: int
+    typical_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+def _lengths_text(counts: dict[int, int]) -> str:
+    return ", ".join(f"{n} chars: {k}" for n, k in sorted(counts.items()))
+
+
+def choose_input(images: list[np.ndarray]) -> tuple[int, int, tuple[int, int]]:
+    """(width, height, typical image size): height 48, width 48 x median aspect."""
+    aspect = statistics.median(im.shape[1] / im.shape[0] for im in images)
+    width = int(round(INPUT_HEIGHT * aspect / 8.0)) * 8
+    size = (int(statistics.median(im.shape[1] for im in images)),
+            int(statistics.median(im.shape[0] for im in images)))
+    return min(MAX_WIDTH, max(MIN_WIDTH, width)), INPUT_HEIGHT, size
+
+
+def plan(cfg: RetrainConfig, images: list[np.ndarray], texts: list[str]) -> Plan:
+    """Infer the charset and lengths, choose fixed heads or CTC and the input size."""
+    chars = "".join(sorted(set("".join(texts))))
+    charset = cfg.charset or chars
+    counts = dict(sorted(Counter(len(t) for t in texts).items()))
+    lo, hi = min(counts), max(counts)
+    arch = cfg.arch
+    notes = []
+    if arch == "auto":
+        arch = "small" if lo == hi else "ctc"
+        if lo != hi:
+            top, k = max(counts.items(), key=lambda kv: kv[1])
+            if k >= 0.95 * len(texts):
+                odd = [t for t in texts if len(t) != top][:3]
+                notes.append(f"{len(texts) - k} label(s) are not {top} characters long (e.g. "
+                             f"{', '.join(odd)}); if they are typos, fix them and a fixed-length "
+                             f"model is trained instead of CTC")
+    elif arch != "ctc" and lo != hi:
+        raise DataError(
+            f"the labels have different lengths ({_lengths_text(counts)}), but a fixed-length "
+            f"model (--arch {arch}) reads one length. Use --arch ctc (or --arch auto) for "
+            f"variable lengths, or --length N to train on the N-character labels only.")
+    width, height, size = choose_input(images)
+    if cfg.input_size:
+        width, height = cfg.input_size
+        if width % 8 or height % 8:
+            raise DataError(f"--input {width}x{height}: width and height must be multiples of 8")
+    if arch == "ctc" and width // 4 < 2 * hi + 1:  # room for a blank between repeated characters
+        need = int(math.ceil((2 * hi + 1) * 4 / 8.0)) * 8
+        if cfg.input_size or need > MAX_WIDTH:
+            raise DataError(f"labels of up to {hi} characters need an input at least {need} pixels "
+                            f"wide for CTC ({width} here)")
+        width = need
+    return Plan(charset=charset, min_len=lo, max_len=hi, length_counts=counts, arch=arch,
+                decoding="ctc_greedy" if arch == "ctc" else "fixed", input_width=width,
+                input_height=height, typical_size=size, notes=notes)
+
+
+def make_meta(p: Plan, name: str):
+    from captchalens.contract import ModelMeta
+
+    if p.decoding == "ctc_greedy":
+        return ModelMeta(name=name, charset=p.charset, input_height=p.input_height,
+                         input_width=p.input_width, input_channels=1, decoding="ctc_greedy",
+                         output_shape=[p.input_width // 4, len(p.charset) + 1], min_length=p.min_len,
+                         max_length=p.max_len, architecture="ctc").validate()
+    return ModelMeta(name=name, charset=p.charset, input_height=p.input_height,
+                     input_width=p.input_width, input_channels=1, decoding="fixed",
+                     output_shape=[p.max_len, len(p.charset)], length=p.max_len,
+                     architecture=p.arch).validate()
+
+
+# ---- fine-tuning ---------------------------------------------------------------
+
+@dataclass
+class Init:
+    """Where the weights start: a base model's trunk, or random."""
+
+    mode: str  # "finetune" | "scratch"
+    why: str
+    base: str | None = None
+    base_model: object = None
+    width: float | None = None
+    copy_head: bool = False
+
+
+def _base_dir(cfg: RetrainConfig) -> Path:
+    if cfg.base:
+        return Path(cfg.base)
+    from captchalens.solver import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def choose_init(cfg: RetrainConfig, meta) -> Init:
+    """Fine-tune when a base model with a compatible trunk exists (see TRUNK)."""
+    if cfg.init == "scratch":
+        return Init("scratch", "from scratch (--from-scratch)")
+    from captchalens._tf import keras
+    from captchalens.contract import ContractError, load_meta
+
+    base = _base_dir(cfg)
+    label = "the default model" if not cfg.base else str(base)
+
+    def no(reason: str) -> Init:
+        if cfg.init == "finetune":
+            raise ContractError(f"cannot fine-tune from {label}: {reason}")
+        return Init("scratch", f"from scratch ({reason})")
+
+    try:
+        bmeta = load_meta(base)
+    except ContractError as e:
+        return no(f"no usable model there: {e}" if cfg.base else "it is not installed")
+    if bmeta.input_channels != meta.input_channels or bmeta.preprocessing != meta.preprocessing:
+        return no("its input channels or preprocessing differ")
+    try:
+        bmodel = keras.models.load_model(base / bmeta.files.get("keras", "model.h5"), compile=False)
+    except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds
+        return no(f"its weights do not load ({str(e).splitlines()[0][:120]})")
+    names = {layer.name for layer in bmodel.layers}
+    if not set(TRUNK) <= names:
+        return no(f"its architecture ({bmeta.architecture or 'unknown'}) has no reusable trunk")
+    width = bmodel.get_layer("stem").filters / 32.0
+    if cfg.width_mult is not None and abs(cfg.width_mult - width) > 1e-6:
+        return no(f"--width-mult {cfg.width_mult} differs from its {width:g}")
+    same_head = (bmeta.charset == meta.charset and bmeta.decoding == meta.decoding
+                 and bmeta.output_shape == meta.output_shape and bmeta.input_width == meta.input_width
+                 and bmeta.architecture == meta.architecture)
+    what = "every layer" if same_head else "its trunk; new output heads"
+    return Init("finetune", f"fine-tuning {label} ({bmeta.name}, {what})", str(base), bmodel,
+                width, same_head)
+
+
+def transfer(model, base, copy_head: bool = False) -> list[str]:
+    """Copy weights layer by layer (same name, same shapes). Heads only if copy_head."""
+    copied = []
+    base_layers = {layer.name: layer for layer in base.layers}
+    for layer in model.layers:
+        src = base_layers.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        if not copy_head and not any(layer.name == t or layer.name.startswith(t + "_") for t in TRUNK):
+            continue
+        w = src.get_weights()
+        if [a.shape for a in w] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(w)
+            copied.append(layer.name)
+    return copied
+
+
+# ---- training --------------------------------------------------------------------
+
+def _callbacks_module():
+    from captchalens._tf import keras
+    from captchalens.decode import decode
+
+    class Validate(keras.callbacks.Callback):
+        """Each epoch: whole-captcha accuracy on the held-back split, decoded exactly
+        as the solver decodes; keeps the best weights (accuracy, then lower loss),
+        stops after `patience` epochs without progress and restores the best."""
+
+        def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say):
+            super().__init__()
+            self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
+            self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
+            self.best = None  # (acc, -loss)
+            self.best_epoch = -1
+            self.t0 = time.time()
+
+        def on_train_begin(self, logs=None):
+            state = self.work / "best.json"
+            if state.is_file() and (self.work / "best.weights.h5").is_file():  # resuming
+                s = json.loads(state.read_text())
+                self.best, self.best_epoch = tuple(s["score"]), s["epoch"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
+            answers = [t for t, _ in decode(probs, self.meta)]
+            acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
+            loss = float(np.mean(self.loss_fn(self.y_va, probs)))
+            logs["val_captcha_acc"], logs["val_loss"] = acc, loss
+            score = (round(acc, 6), -loss)
+            better = self.best is None or score > self.best
+            if better:
+                self.best, self.best_epoch = score, epoch
+                self.model.save_weights(self.work / "best.weights.h5")
+                (self.work / "best.json").write_text(json.dumps({"score": score, "epoch": epoch}))
+            if self.say:
+                train_acc = logs.get("captcha_acc")
+                self.say(f"  epoch {epoch + 1:3d}/{self.params['epochs']}  loss {logs.get('loss', 0):.3f}"
+                         + (f"  train {100 * train_acc:5.1f}%" if train_acc is not None else "")
+                         + f"  validation {100 * acc:5.1f}%{' *' if better else '  '}"
+                         f"  {_fmt_time(time.time() - self.t0)}")
+            if epoch - self.best_epoch >= self.patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if (self.work / "best.weights.h5").is_file():
+                self.model.load_weights(self.work / "best.weights.h5")
+
+    return Validate
+
+
+def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patience, seed, augment,
+        work: Path, say=None, extra_callbacks=()):
+    """Adam with warm-up + cosine decay over the whole run; augmentation in tf.data;
+    the best epoch on the validation split is kept. Returns (epochs run, best epoch, best acc)."""
+    from captchalens._tf import keras, tf
+
+    from . import models
+    from .train import captcha_accuracy, dataset, plot_curves
+
+    steps = len(x_tr) // batch
+    total = steps * epochs
+    warm = min(total // 10, 2 * steps)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total - warm), warmup_target=lr, warmup_steps=warm)
+    fixed = meta.decoding == "fixed"
+    loss_fn = models.smoothed_ce(0.1) if fixed else models.ctc_loss
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn,
+                  metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
+    csv_path = work / "log.csv"
+    Validate = _callbacks_module()
+    validate = Validate(meta, x_va.astype(np.float32) / 255.0, tf.constant(y_va), t_va, loss_fn,
+                        patience, work, say)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),  # an interrupted run resumes
+        validate,
+        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        keras.callbacks.LambdaCallback(  # the curves PNG every 10 epochs and at the end
+            on_epoch_end=lambda e, _: e % 10 == 9 and plot_curves(csv_path, work / "curves.png"),
+            on_train_end=lambda _: plot_curves(csv_path, work / "curves.png")),
+        *extra_callbacks,
+    ]
+    from .augment import make_augment
+
+    tr = dataset(x_tr, y_tr, batch, True, seed, make_augment() if augment else None)
+    hist = model.fit(tr, epochs=epochs, callbacks=callbacks, verbose=0)
+    return len(hist.history.get("loss", [])), validate.best_epoch + 1, validate.best[0]
+
+
+def _schedule(cfg: RetrainConfig, n_train: int, finetune: bool) -> dict:
+    batch = cfg.batch_size or (32 if n_train < 2000 else 64)
+    batch = max(1, min(batch, n_train))
+    steps = max(1, n_train // batch)
+    epochs = cfg.epochs or int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps))))
+    patience = cfg.patience or max(10, epochs // 4)
+    lr = cfg.lr or (FINETUNE_LR if finetune else LR)
+    return {"batch": batch, "steps": steps, "epochs": epochs, "patience": patience, "lr": lr}
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _prepare_work(work: Path, fingerprint: str, say) -> bool:
+    """Keep an interrupted run's state only if it is the same run; returns resuming."""
+    stamp = work / "run.json"
+    interrupted = (work / "backup").is_dir() and any((work / "backup").iterdir())
+    resuming = interrupted and stamp.is_file() and \
+        json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    if not resuming and work.exists():
+        if interrupted and say:
+            say("  (an interrupted run of different data or settings was found; starting afresh)")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    return resuming
+
+
+def _split_warnings(texts_tr: list[str], texts_va: list[str], charset: str) -> list[str]:
+    seen = Counter("".join(texts_tr))
+    notes = []
+    only_val = sorted(set("".join(texts_va)) - set(seen))
+    if only_val:
+        notes.append(f"characters only in the validation part, never trained on: "
+                     f"{''.join(only_val)!r}; add labelled captchas that use them")
+    rare = sorted(c for c in set(charset) if 0 < seen[c] < RARE)
+    if rare:
+        notes.append(f"characters seen fewer than {RARE} times in training: {''.join(rare)!r}")
+    return notes
+
+
+def retrain(cfg: RetrainConfig):
+    """Train a model on cfg.data and write it to cfg.out. Returns (path, meta)."""
+    say = _say if cfg.verbose else None
+    t0, c0 = time.time(), time.process_time()
+    from captchalens.home import safe_name
+
+    name = cfg.name or Path(cfg.out).resolve().name
+    try:
+        name = safe_name(name, "model name")
+    except ValueError as e:
+        raise DataError(f"{e}; choose one with --name") from None
+    if not 0.0 < cfg.val_share <= 0.5:
+        raise DataError(f"--val-share {cfg.val_share}: must be above 0 and at most 0.5")
+    if cfg.charset is not None and len(set(cfg.charset)) != len(cfg.charset):
+        raise DataError(f"--charset {cfg.charset!r} repeats characters")
+    images, texts, report = load_folder(cfg.data, cfg.charset, cfg.lengths,
+                                        charset_name="the --charset you gave")
+    if len(texts) < MIN_IMAGES:
+        raise DataError(f"only {len(texts)} usable labelled captcha(s) in {cfg.data}: too few to "
+                        f"train (at least {MIN_IMAGES}; a few hundred is better)\n{report.summary()}")
+    p = plan(cfg, images, texts)
+    meta = make_meta(p, name)
+    tr, va = split(len(texts), report.files, cfg.val_share, cfg.split_seed)
+    if len(va) == 0:  # tiny folders: hold back at least one captcha
+        tr, va = tr[:-1], tr[-1:]
+    init = choose_init(cfg, meta)
+    width = init.width if init.mode == "finetune" else (cfg.width_mult or SCRATCH_WIDTH)
+    sched = _schedule(cfg, len(tr), init.mode == "finetune")
+    t_tr, t_va = [texts[i] for i in tr], [texts[i] for i in va]
+    notes = p.notes + _split_warnings(t_tr, t_va, p.charset)
+    if len(texts) < FEW_IMAGES:
+        notes.append(f"only {len(texts)} labelled captchas: a few hundred or more train a better model")
+
+    if say:
+        say(f"training on {Path(cfg.data).resolve()}")
+        say("  " + report.summary().replace("\n", "\n  "))
+        say(f"  charset ({len(p.charset)}): {p.charset}")
+        say(f"  lengths: {_lengths_text(p.length_counts)}")
+        say("  decoding: " + (f"fixed length, {p.max_len} output heads" if p.decoding == "fixed"
+                              else f"CTC (variable length {p.min_len}-{p.max_len}), "
+                                   f"{p.input_width // 4} steps"))
+        say(f"  input: {p.input_width}x{p.input_height} grayscale (images are typically "
+            f"{p.typical_size[0]}x{p.typical_size[1]})")
+        say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
+            f"chosen by file-name hash)")
+        say(f"  start: {init.why}")
+        say(f"  schedule: up to {sched['epochs']} epochs of {sched['steps']} steps, batch {sched['batch']}, "
+            f"peak learning rate {sched['lr']:g}, early stop after {sched['patience']} epochs "
+            f"without progress, augmentation {'on' if cfg.augment else 'off'}")
+        for n in notes:
+            say(f"  note: {n}")
+
+    from captchalens._tf import keras
+    from captchalens.preprocess import Preprocessor
+
+    from . import models
+    from .augment import AugmentSpec
+    from .train import encode_labels, save_model
+
+    x = Preprocessor(meta)(images)
+    x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)  # as train.dataset expects
+    del images
+    y = encode_labels(texts, meta)
+    keras.utils.set_random_seed(cfg.seed)
+    kw = {} if p.arch == "baseline" else {"width": width}
+    model = models.build(p.arch, meta, **kw)
+    copied = transfer(model, init.base_model, init.copy_head) if init.mode == "finetune" else []
+    init.base_model = None
+    out = Path(cfg.out).resolve()
+    work = Path(str(out) + ".work")
+    fingerprint = _fingerprint(meta.to_json(), report.files, texts, cfg.seed, cfg.split_seed,
+                               cfg.val_share, sched, init.mode, init.base, cfg.augment)
+    if _prepare_work(work, fingerprint, say) and say:
+        say(f"  resuming the interrupted run in {work}")
+    if say:
+        say("")
+    epochs_run, best_epoch, best_acc = fit(
+        model, meta, x[tr], y[tr], x[va], y[va], t_va, epochs=sched["epochs"], batch=sched["batch"],
+        lr=sched["lr"], patience=sched["patience"], seed=cfg.seed, augment=cfg.augment, work=work,
+        say=say, extra_callbacks=cfg.extra_callbacks)
+
+    # Final figures on the validation split, through the solver's own decoding.
+    from captchalens.decode import decode
+
+    probs = model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0)
+    answers = [t for t, _ in decode(probs, meta)]
+    right = sum(a == t for a, t in zip(answers, t_va))
+    from .evaluate import _char_pairs
+
+    pairs = [pr for a, t in zip(answers, t_va) for pr in _char_pairs(t, a)]
+    chars_total = sum(len(t) for t in t_va)
+    char_acc = sum(a == b for a, b in pairs) / max(1, chars_total)
+    wall, cpu = time.time() - t0, time.process_time() - c0
+    meta.trained_on = {
+        "source": "folder",
+        "folder": str(Path(cfg.data).resolve()),
+        "images_used": report.used,
+        "skipped": {"unreadable": len(report.unreadable), "bad_label": len(report.bad_label),
+                    "not_images": len(report.not_images)},
+        "length_counts": {str(k): v for k, v in p.length_counts.items()},
+        "split": {"method": "sha1(seed:file name) < val_share", "val_share": cfg.val_share,
+                  "seed": cfg.split_seed, "train": int(len(tr)), "val": int(len(va))},
+        "seed": cfg.seed,
+        "init": {"mode": init.mode, "base": init.base, "layers_copied": len(copied),
+                 "description": init.why},
+        "width_mult": width, "epochs": sched["epochs"], "epochs_run": epochs_run, "best_epoch": best_epoch,
+        "batch_size": sched["batch"], "lr": sched["lr"], "patience": sched["patience"],
+        "augment": AugmentSpec().to_json() if cfg.augment else None,
+        "train_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+    }
+    meta.metrics = {"val_captcha_acc": round(right / len(t_va), 5), "val_char_acc": round(char_acc, 5),
+                    "val_n": int(len(t_va))}
+    path = save_model(model, meta, out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
+    shutil.rmtree(work, ignore_errors=True)  # its log and curves are in the model folder now
+    wall = time.time() - t0
+    if say:
+        say(f"\nwrote {path} ({meta.params:,} parameters)")
+        say(f"  validation whole-captcha accuracy: {100 * right / len(t_va):.1f}% ({right} of {len(t_va)} "
+            f"held-back captchas), per character {100 * char_acc:.1f}%")
+        say(f"  best epoch {best_epoch} of {epochs_run} run; time {_fmt_time(wall)} "
+            f"(CPU {_fmt_time(time.process_time() - c0)})")
+        say(f"next: captchalens convert --model {cfg.out} --name {name}")
+    return path, meta
+
+
+def config_from_args(args) -> RetrainConfig:
+    """`captchalens train --data ...` flags -> RetrainConfig (None = choose from the data)."""
+    lengths = getattr(args, "length", None)
+    return RetrainConfig(
+        data=args.data, out=args.out, name=args.name, arch=args.arch or "auto",
+        init=getattr(args, "init", None) or "auto", base=getattr(args, "base", None),
+        charset=getattr(args, "charset", None), lengths=tuple(lengths) if lengths else None,
+        input_size=tuple(args.input) if getattr(args, "input", None) else None,
+        width_mult=getattr(args, "width_mult", None), val_share=getattr(args, "val_share", 0.15),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        seed=args.seed, augment=not getattr(args, "no_augment", False),
+        verbose=True)
+
+
+def train_folder(args) -> int:
+    """Entry point of `captchalens train --data DIR --out DIR`."""
+    retrain(config_from_args(args))
+    return 0
+
