@@ -1,0 +1,38 @@
+"""Build bench/README.md from the per-benchmark reports in bench/results/.
+
+Each benchmark script writes its own bench/results/<topic>.md with the figures
+it measured; this only stitches them together in a fixed order.
+"""
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["python", "convert", "browser", "host", "retrain"]
+HEADER = """# Benchmarks
+
+All figures below were measured on this project's machine: 2 CPU cores
+(Intel Xeon, AVX-512), no GPU, shared with other work — so each table quotes
+medians and ratios taken within one run. Regenerate a section by running its
+script; then `python bench/assemble.py` rebuilds this file.
+
+| section | script |
+|---|---|
+| Python solver vs ddddocr | `bench/python_bench.py` |
+| Converter quantisation | `bench/convert_quant.py` |
+| In-browser (extension, TF.js) | `bench/browser_bench.py` |
+| Local host (HTTP) | `bench/host_bench.py` |
+| Retraining on a folder | `bench/retrain_bench.py` |
+"""
+
+
+def main() -> None:
+    parts = [HEADER]
+    files = {p.stem: p for p in (HERE / "results").glob("*.md")}
+    for name in ORDER + sorted(set(files) - set(ORDER)):
+        if name in files:
+            parts.append(files[name].read_text().strip() + "\n")
+    (HERE / "README.md").write_text("\n".join(parts))
+    print(f"wrote {HERE / 'README.md'} from {len(files)} report(s)")
+
+
+if __name__ == "__main__":
+    main()
