@@ -1,0 +1,368 @@
+/**
+ * CaptchaLens inference engine: a converted model folder in, answers out.
+ *
+ * A classic script (no ES module syntax) so that one file serves
+ *   - the MV3 service worker:  importScripts('lib/engine.js')  -> self.CaptchaLensEngine
+ *   - Node:                    require('.../extension/lib/engine.js')
+ * It never imports TF.js itself: the caller passes `tf` in (the service worker
+ * loads vendor/tf.es2017.min.js, Node requires @tensorflow/tfjs).
+ *
+ * Everything about a model (input size, preprocessing, charset, output layout,
+ * decoding) is read from its captchalens.json, written once at training time.
+ * Preprocessing and decoding mirror captchalens/preprocess.py and
+ * captchalens/decode.py op for op; tests/test_parity.py holds both engines to
+ * the same answers.
+ *
+ * A model folder (extension/models/<name>/) holds model.json + *.bin shards
+ * (tensorflowjs converter output of a tf_keras model) and captchalens.json.
+ */
+(function (root, factory) {
+  'use strict';
+  if (typeof module === 'object' && module.exports) {
+    module.exports = factory();
+  } else {
+    root.CaptchaLensEngine = factory();
+  }
+})(typeof self !== 'undefined' ? self : this, function () {
+  'use strict';
+
+  // Contract file beside every model's weights (captchalens/contract.py META_FILE).
+  const META_FILE = 'captchalens.json';
+  // TF.js layers model written by the tensorflowjs converter.
+  const MODEL_FILE = 'model.json';
+  // Decodings this engine implements (captchalens/contract.py DECODINGS).
+  const DECODINGS = ['fixed', 'ctc_greedy'];
+  // Captchas per model.predict call in solveBatch (bounds memory on big batches).
+  const BATCH = 64;
+
+  /**
+   * Milliseconds from a monotonic clock (service worker and Node both have performance).
+   * @returns {number}
+   */
+  function now() {
+    return (typeof performance !== 'undefined' && performance.now) ? performance.now() : Date.now();
+  }
+
+  /**
+   * A short reason from any thrown value, for user-facing messages.
+   * @param {*} e
+   * @returns {string}
+   */
+  function reason(e) {
+    const text = (e && e.message) ? e.message : String(e);
+    return text.split('\n')[0].slice(0, 300);
+  }
+
+  /**
+   * A loader that fetches a model folder's files over HTTP(S) or chrome-extension:// URLs.
+   * @param {string} baseUrl  URL of the model folder, e.g. chrome.runtime.getURL('models/default/')
+   * @returns {{name: string, json: function(string): Promise<Object>, binary: function(string): Promise<ArrayBuffer>}}
+   */
+  function urlLoader(baseUrl) {
+    if (typeof baseUrl !== 'string' || !baseUrl) {
+      throw new Error('urlLoader needs the model folder URL as a string');
+    }
+    const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
+
+    /**
+     * Fetch one file of the folder, failing with its URL and HTTP status.
+     * @param {string} rel  file name relative to the folder
+     * @returns {Promise<Response>}
+     */
+    async function get(rel) {
+      const url = new URL(rel, base).href;
+      let resp;
+      try {
+        resp = await fetch(url);
+      } catch (e) {
+        throw new Error(`cannot fetch ${url}: ${reason(e)}`);
+      }
+      if (!resp.ok) {
+        throw new Error(`cannot fetch ${url}: HTTP ${resp.status}`);
+      }
+      return resp;
+    }
+
+    return {
+      name: base,
+      json: async (rel) => {
+        const resp = await get(rel);
+        try {
+          return await resp.json();
+        } catch (e) {
+          throw new Error(`${rel} is not valid JSON: ${reason(e)}`);
+        }
+      },
+      binary: async (rel) => (await get(rel)).arrayBuffer(),
+    };
+  }
+
+  /**
+   * Check the parts of a model's metadata this engine relies on.
+   * @param {Object} meta  parsed captchalens.json
+   * @throws {Error} naming the first problem
+   */
+  function checkMeta(meta) {
+    if (!meta || typeof meta !== 'object') {
+      throw new Error(`${META_FILE} must hold a JSON object`);
+    }
+    for (const key of ['name', 'charset', 'input_height', 'input_width', 'input_channels',
+      'decoding', 'output_shape', 'preprocessing']) {
+      if (meta[key] === undefined || meta[key] === null) {
+        throw new Error(`${META_FILE} lacks "${key}"`);
+      }
+    }
+    if (!DECODINGS.includes(meta.decoding)) {
+      throw new Error(`decoding "${meta.decoding}" is not supported (this engine reads ${DECODINGS.join(', ')})`);
+    }
+    if (meta.input_channels !== 1 && meta.input_channels !== 3) {
+      throw new Error(`input_channels must be 1 or 3, not ${meta.input_channels}`);
+    }
+    const k = meta.charset.length + (meta.decoding === 'ctc_greedy' ? 1 : 0);
+    const shape = meta.output_shape;
+    if (!Array.isArray(shape) || shape.length !== 2 || shape[1] !== k) {
+      throw new Error(`output_shape ${JSON.stringify(shape)} does not fit a ${meta.decoding} model ` +
+        `with ${meta.charset.length} characters`);
+    }
+    if (meta.decoding === 'fixed' && shape[0] !== meta.length) {
+      throw new Error(`output_shape ${JSON.stringify(shape)} does not match length ${meta.length}`);
+    }
+    const p = meta.preprocessing;
+    const resize = p.resize || {};
+    if (resize.method !== 'bilinear' || !resize.half_pixel_centers || resize.align_corners) {
+      throw new Error('only bilinear resizing with half-pixel centres is supported');
+    }
+    if (p.alpha !== 'composite_white') {
+      throw new Error(`preprocessing.alpha "${p.alpha}" is not supported`);
+    }
+    if ((meta.input_channels === 1) !== (p.color === 'grayscale')) {
+      throw new Error(`preprocessing.color "${p.color}" does not fit ${meta.input_channels} input channel(s)`);
+    }
+    if (p.color === 'grayscale' && !(Array.isArray(p.gray_weights) && p.gray_weights.length === 3)) {
+      throw new Error('preprocessing.gray_weights must be three numbers');
+    }
+    if (typeof p.scale !== 'number' || typeof p.offset !== 'number') {
+      throw new Error('preprocessing.scale and preprocessing.offset must be numbers');
+    }
+  }
+
+  /**
+   * A tf.io.IOHandler that reads model.json and its weight shards through a loader.
+   * @param {Object} tf  the TF.js namespace
+   * @param {Object} loader  {json(rel), binary(rel)}
+   * @returns {{load: function(): Promise<Object>}}
+   */
+  function ioHandler(tf, loader) {
+    return {
+      load: async () => {
+        const modelJson = await loader.json(MODEL_FILE);
+        if (!modelJson || !modelJson.modelTopology || !Array.isArray(modelJson.weightsManifest)) {
+          throw new Error(`${MODEL_FILE} is not a TF.js layers model (no modelTopology/weightsManifest)`);
+        }
+        return tf.io.getModelArtifactsForJSON(modelJson, async (manifest) => {
+          const specs = [];
+          const paths = [];
+          for (const group of manifest) {
+            specs.push(...group.weights);
+            paths.push(...group.paths);
+          }
+          const buffers = await Promise.all(paths.map((rel) => loader.binary(rel)));
+          const total = buffers.reduce((n, b) => n + b.byteLength, 0);
+          const data = new Uint8Array(total);
+          let at = 0;
+          for (const b of buffers) {
+            data.set(new Uint8Array(b), at);
+            at += b.byteLength;
+          }
+          return [specs, data.buffer];
+        });
+      },
+    };
+  }
+
+  /**
+   * Load a converted model: metadata, network and weights; checks that the
+   * network matches its metadata and warms it once on zeros.
+   * @param {Object} tf  the TF.js namespace (backend already set)
+   * @param {Object} loader  {json(rel) -> Promise<Object>, binary(rel) -> Promise<ArrayBuffer>}
+   * @returns {Promise<{meta: Object, model: Object}>}
+   * @throws {Error} "model '<name>' failed to load: <reason>"
+   */
+  async function loadModel(tf, loader) {
+    if (!tf || !tf.loadLayersModel) {
+      throw new Error('loadModel needs the TF.js namespace as its first argument');
+    }
+    if (!loader || typeof loader.json !== 'function' || typeof loader.binary !== 'function') {
+      throw new Error('loadModel needs a loader with json(rel) and binary(rel)');
+    }
+    let label = loader.name || 'model';
+    let meta;
+    try {
+      meta = await loader.json(META_FILE);
+      checkMeta(meta);
+      label = meta.name;
+      const model = await tf.loadLayersModel(ioHandler(tf, loader));
+      const H = meta.input_height;
+      const W = meta.input_width;
+      const C = meta.input_channels;
+      if (model.inputs.length !== 1 || model.outputs.length !== 1) {
+        throw new Error(`the network has ${model.inputs.length} inputs and ${model.outputs.length} ` +
+          'outputs; CaptchaLens models have one of each');
+      }
+      const inShape = model.inputs[0].shape;
+      if (JSON.stringify(inShape.slice(1)) !== JSON.stringify([H, W, C])) {
+        throw new Error(`network input ${JSON.stringify(inShape)} does not match its metadata [null,${H},${W},${C}]`);
+      }
+      const outShape = model.outputs[0].shape;
+      if (JSON.stringify(outShape.slice(1)) !== JSON.stringify(meta.output_shape)) {
+        throw new Error(`network output ${JSON.stringify(outShape)} does not match its metadata ` +
+          `${JSON.stringify(meta.output_shape)}`);
+      }
+      tf.tidy(() => {
+        model.predict(tf.zeros([1, H, W, C])).dataSync(); // warm-up: compile kernels once
+      });
+      return { meta, model };
+    } catch (e) {
+      throw new Error(`model '${label}' failed to load: ${reason(e)}`);
+    }
+  }
+
+  /**
+   * Pixels -> model input, with the contract's ops in the contract's order:
+   *   x = float32(rgba); a = x[...,3:4]/255; rgb = x[...,:3]*a + 255*(1-a);
+   *   gray = sum(rgb*gray_weights, -1, keepdims); y = gray*scale + offset;
+   *   y = resize_bilinear(y, [H, W], align_corners=false, half_pixel_centers=true)
+   * @param {Object} tf  the TF.js namespace
+   * @param {Object} meta  the model's metadata
+   * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba  RGBA pixels
+   * @returns {Object} tf.Tensor4D [1, H, W, C] (the caller disposes it)
+   * @throws {Error} when the pixels are not width*height RGBA values
+   */
+  function preprocess(tf, meta, rgba) {
+    if (!rgba || !rgba.data || typeof rgba.data.length !== 'number') {
+      throw new Error('image must be {data, width, height} with RGBA pixel data');
+    }
+    const w = rgba.width;
+    const h = rgba.height;
+    if (!Number.isInteger(w) || !Number.isInteger(h) || w < 1 || h < 1) {
+      throw new Error(`image size must be positive whole numbers, not ${w}x${h}`);
+    }
+    if (rgba.data.length !== w * h * 4) {
+      throw new Error(`image data must be RGBA: a ${w}x${h} image needs ${w * h * 4} values, ` +
+        `got ${rgba.data.length}`);
+    }
+    const p = meta.preprocessing;
+    return tf.tidy(() => {
+      const x = tf.tensor3d(Float32Array.from(rgba.data), [h, w, 4], 'float32');
+      const a = x.slice([0, 0, 3], [h, w, 1]).div(255);
+      const rgb = x.slice([0, 0, 0], [h, w, 3]).mul(a).add(tf.scalar(1).sub(a).mul(255));
+      let y = meta.input_channels === 1
+        ? rgb.mul(tf.tensor1d(p.gray_weights, 'float32')).sum(-1, true)
+        : rgb;
+      y = y.mul(p.scale).add(p.offset);
+      y = tf.image.resizeBilinear(y, [meta.input_height, meta.input_width], false, true);
+      return y.expandDims(0);
+    });
+  }
+
+  /**
+   * Model output of one captcha -> text and confidence.
+   *   fixed:      argmax per position; confidence = product of the maxima.
+   *   ctc_greedy: argmax per step, collapse repeats, drop the blank (index
+   *               len(charset)); confidence = product of the maxima of all steps.
+   * @param {Object} meta  the model's metadata
+   * @param {Float32Array|number[]} probs  P*K probabilities, row-major
+   * @param {number} P  positions (fixed) or time steps (CTC)
+   * @param {number} K  classes per position
+   * @returns {{text: string, confidence: number}}
+   */
+  function decode(meta, probs, P, K) {
+    if (!probs || probs.length !== P * K) {
+      throw new Error(`decode expected ${P}x${K} probabilities, got ${probs ? probs.length : 0}`);
+    }
+    const blank = meta.decoding === 'ctc_greedy' ? meta.charset.length : -1;
+    const chars = [];
+    let confidence = 1;
+    let prev = -1;
+    for (let t = 0; t < P; t++) {
+      let best = 0;
+      let bestP = probs[t * K];
+      for (let k = 1; k < K; k++) {
+        if (probs[t * K + k] > bestP) { // strict: ties keep the first index, like numpy argmax
+          best = k;
+          bestP = probs[t * K + k];
+        }
+      }
+      confidence *= bestP;
+      if (meta.decoding === 'fixed') {
+        chars.push(meta.charset[best]);
+      } else {
+        if (best !== prev && best !== blank) {
+          chars.push(meta.charset[best]);
+        }
+        prev = best;
+      }
+    }
+    return { text: chars.join(''), confidence };
+  }
+
+  /**
+   * Solve one captcha.
+   * @param {Object} tf  the TF.js namespace
+   * @param {{meta: Object, model: Object}} loaded  from loadModel
+   * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+   * @returns {Promise<{text: string, confidence: number, ms: number, probs: Float32Array}>}
+   */
+  async function solve(tf, loaded, rgba) {
+    const t0 = now();
+    const [P, K] = loaded.meta.output_shape;
+    const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba)));
+    let probs;
+    try {
+      probs = await y.data();
+    } finally {
+      y.dispose();
+    }
+    const answer = decode(loaded.meta, probs, P, K);
+    return { text: answer.text, confidence: answer.confidence, ms: now() - t0, probs };
+  }
+
+  /**
+   * Solve many captchas (any sizes), BATCH at a time through the network.
+   * @param {Object} tf  the TF.js namespace
+   * @param {{meta: Object, model: Object}} loaded  from loadModel
+   * @param {Array<{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}>} rgbaList
+   * @returns {Promise<Array<{text: string, confidence: number, probs: Float32Array}>>}
+   */
+  async function solveBatch(tf, loaded, rgbaList) {
+    const [P, K] = loaded.meta.output_shape;
+    const out = [];
+    for (let s = 0; s < rgbaList.length; s += BATCH) {
+      const part = rgbaList.slice(s, s + BATCH);
+      const y = tf.tidy(() => {
+        const xs = part.map((im, i) => {
+          try {
+            return preprocess(tf, loaded.meta, im);
+          } catch (e) {
+            throw new Error(`image ${s + i}: ${reason(e)}`);
+          }
+        });
+        return loaded.model.predict(xs.length === 1 ? xs[0] : tf.concat(xs, 0));
+      });
+      let all;
+      try {
+        all = await y.data();
+      } finally {
+        y.dispose();
+      }
+      for (let i = 0; i < part.length; i++) {
+        const probs = all.slice(i * P * K, (i + 1) * P * K);
+        const answer = decode(loaded.meta, probs, P, K);
+        out.push({ text: answer.text, confidence: answer.confidence, probs });
+      }
+    }
+    return out;
+  }
+
+  return { META_FILE, MODEL_FILE, DECODINGS, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta };
+});
