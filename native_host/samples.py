@@ -1,0 +1,81 @@
+"""Labelled captchas sent by the extension, kept for retraining.
+
+Each sample is the PNG of the decoded pixels (never the raw upload) at
+``samples_dir(site)/<text>.png`` — or ``<text>_2.png``, ``<text>_3.png`` ...
+when that name is taken.  Files appear whole (written to a temp file, then
+hard-linked to a name that must not exist yet) and are never overwritten.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from captchalens.contract import ModelMeta
+from captchalens.home import samples_dir
+from captchalens.images import IMAGE_SUFFIXES
+
+MAX_COPIES = 10_000  # x7kq.png ... x7kq_10000.png; past that something is wrong
+
+
+class SampleError(ValueError):
+    """The sample cannot be stored; the message says why."""
+
+
+def check_text(text, meta: ModelMeta) -> str:
+    """The label, checked against the model's charset and lengths (folder-loader rules too)."""
+    if not isinstance(text, str) or not text.strip():
+        raise SampleError("a sample needs its answer: the field 'text' is missing or empty")
+    text = text.strip()
+    unknown = sorted({c for c in text if c not in meta.charset})
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown)
+        raise SampleError(f"text {text!r} has characters model {meta.name!r} does not know: {shown} "
+                          f"(its characters are {meta.charset!r})")
+    lo, hi = meta.lengths
+    if not lo <= len(text) <= hi:
+        want = str(lo) if lo == hi else f"{lo} to {hi}"
+        raise SampleError(f"text {text!r} has {len(text)} characters; model {meta.name!r} reads {want}")
+    bad = sorted({c for c in text if c in "/\\_.\0"})
+    if bad:  # the folder loader reads the label from the file name up to the first '_' or '.'
+        raise SampleError(f"text {text!r} cannot be a file name (it contains {', '.join(map(repr, bad))})")
+    return text
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
+    """Re-encode decoded pixels: RGB when fully opaque, else RGBA."""
+    im = Image.fromarray(rgba, "RGBA")
+    if int(rgba[..., 3].min()) == 255:
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=False)
+    return buf.getvalue()
+
+
+def save_sample(rgba: np.ndarray, text: str, site: str | None) -> tuple[str, int]:
+    """Store one labelled captcha; returns (file name, number of samples in that folder)."""
+    folder = samples_dir(site)  # raises ValueError for a bad site name
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".sample.", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(png_bytes(rgba))
+            f.flush()
+            os.fsync(f.fileno())
+        for n in range(1, MAX_COPIES + 1):
+            name = f"{text}.png" if n == 1 else f"{text}_{n}.png"
+            try:
+                os.link(tmp, folder / name)  # atomic, and fails instead of overwriting
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise SampleError(f"{folder} already holds {MAX_COPIES} samples labelled {text!r}")
+    finally:
+        os.unlink(tmp)
+    count = sum(1 for p in folder.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return name, count

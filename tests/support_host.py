@@ -1,0 +1,237 @@
+"""Helpers for the local host's tests: captchas and hostile uploads, a loopback test
+client, and a real `captchalens serve` process on a free port."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from flask.testing import FlaskClient
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "extension" / "manifest.json"
+KEY_NOTE = Path("/work/notes/extension_key.txt")  # used until extension/manifest.json exists
+CAPTCHALENS = Path(sys.executable).parent / "captchalens"
+TOKEN_HEADER = "X-CaptchaLens-Token"
+
+
+# ---- the extension's identity, computed the way Chromium does ----------------
+def extension_key() -> str:
+    if MANIFEST.is_file():
+        key = json.loads(MANIFEST.read_text()).get("key")
+        if key:
+            return key
+    lines = [ln.strip() for ln in KEY_NOTE.read_text().splitlines()]
+    return next(ln for ln in lines if ln.startswith("MIIB"))
+
+
+def extension_id() -> str:
+    digest = hashlib.sha256(base64.b64decode(extension_key())).hexdigest()[:32]
+    return digest.translate(str.maketrans("0123456789abcdef", "abcdefghijklmnop"))
+
+
+def extension_origin() -> str:
+    return f"chrome-extension://{extension_id()}"
+
+
+# ---- images ---------------------------------------------------------------------
+def captcha(index: int, seed: int = 7, size: tuple[int, int] | None = None, fmt: str = "PNG"):
+    """(image bytes, label) of a generated captcha."""
+    from captchalens.training.generate import GenSpec, draw
+
+    spec = GenSpec() if size is None else GenSpec(width=(size[0], size[0]), height=(size[1], size[1]))
+    im, text = draw(spec, seed=seed, index=index)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, fmt)
+    return buf.getvalue(), text
+
+
+def png_header_claiming(w: int, h: int) -> bytes:
+    """A PNG whose header claims w x h pixels, with almost no data (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def gif_bomb() -> bytes:
+    """A tiny GIF whose screen and frame claim 65535 x 65535 pixels."""
+    buf = io.BytesIO()
+    Image.new("P", (8, 8), 0).save(buf, "GIF")
+    data = bytearray(buf.getvalue())
+    data[6:10] = b"\xff\xff\xff\xff"  # logical screen width, height
+    frame = data.index(b"\x2c")  # image descriptor: left, top, width, height
+    data[frame + 5:frame + 9] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+def noise_png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def garbage() -> list[tuple[str, bytes, str, int, str]]:
+    """Hostile /solve bodies: (id, body, content type, status, words the error must contain)."""
+    png, _ = captcha(0)
+    return [
+        ("empty", b"", "image/png", 400, "empty"),
+        ("text-as-png", b"hello, I am text", "image/png", 400, "not a readable image"),
+        ("truncated-png", noise_png(160, 60)[:2000], "image/png", 400, "not a readable image"),
+        ("huge-dimensions", png_header_claiming(100_000, 100_000), "image/png", 400, "too large|at most"),
+        ("gif-bomb", gif_bomb(), "image/gif", 400, "too large|at most"),
+        ("no-body", b"", "", 400, "no image"),
+        ("plain-text", b"x7kq", "text/plain", 415, "multipart field 'image'"),
+        ("broken-json", b'{"image": ', "application/json", 400, "not valid JSON"),
+        ("json-array", b"[1, 2]", "application/json", 400, "'image' key"),
+        ("json-number", json.dumps({"image": 42}).encode(), "application/json", 400, "must be a string"),
+        ("json-empty", json.dumps({"image": ""}).encode(), "application/json", 400, "empty"),
+        ("bad-base64", json.dumps({"image": "!!not base64!!"}).encode(), "application/json", 400,
+         "not valid base64"),
+        ("svg-data-url", json.dumps({"image": "data:image/svg+xml,<svg/>"}).encode(), "application/json",
+         400, "base64-encoded"),
+        ("base64-of-text", json.dumps({"image": b64(b"just words")}).encode(), "application/json", 400,
+         "not a readable image"),
+        ("json-model-number", json.dumps({"image": b64(png), "model": 3}).encode(), "application/json",
+         400, "'model' must be a string"),
+        ("multipart-without-image", b"--XX\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nab\r\n"
+                                    b"--XX--\r\n", "multipart/form-data; boundary=XX", 400, "no field 'image'"),
+    ]
+
+
+# ---- in-process: Flask's test client, addressed as the browser would -----------
+class LoopbackClient(FlaskClient):
+    """Requests go to http://127.0.0.1:<PORT> unless told otherwise (the host checks Host)."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("base_url", f"http://127.0.0.1:{self.application.config['PORT']}")
+        return super().open(*args, **kwargs)
+
+
+def loopback_client(app) -> LoopbackClient:
+    app.test_client_class = LoopbackClient
+    return app.test_client()
+
+
+# ---- a real `captchalens serve` ----------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:200]!r}>"
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+            host: str | None = "default", timeout: float = 30.0, chunked: bool = False) -> Response:
+    """One HTTP request with full control of the Host header (None = no Host header at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host == "default":
+            host = f"127.0.0.1:{port}"
+        if host is not None:
+            conn.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            step = 64 * 1024
+            for i in range(0, len(body or b""), step):
+                part = body[i:i + step]
+                try:
+                    conn.send(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            else:
+                conn.send(b"0\r\n\r\n")
+        else:
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            if body:
+                try:
+                    conn.send(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server answered early (e.g. 413) and closed; read its answer
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+class HostProcess:
+    """`captchalens serve --port P ...` with CAPTCHALENS_HOME = home; ready when /health answers."""
+
+    def __init__(self, home: Path, model_dirs: list[Path], *extra: str, port: int | None = None):
+        self.home, self.port = Path(home), port or free_port()
+        self.log = self.home.parent / f"serve-{self.port}.log"
+        cmd = [str(CAPTCHALENS), "serve", "--port", str(self.port), "--extension-id", extension_id()]
+        for m in model_dirs:
+            cmd += ["--model", str(m)]
+        env = dict(os.environ, CAPTCHALENS_HOME=str(self.home), TF_CPP_MIN_LOG_LEVEL="3")
+        self._out = open(self.log, "wb")
+        self.proc = subprocess.Popen(cmd + list(extra), env=env, stdout=self._out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, deadline_s: float = 120.0) -> "HostProcess":
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"captchalens serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if request(self.port, "GET", "/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)  # poll interval, bounded by the deadline above
+        raise RuntimeError(f"captchalens serve not ready after {deadline_s} s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def token(self) -> str:
+        return (self.home / "token").read_text().strip()
+
+    def call(self, method: str, path: str, body: bytes | None = None, **kw) -> Response:
+        return request(self.port, method, path, body, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self._out.close()

@@ -1,0 +1,269 @@
+"""The local host's API through Flask's test client: what the extension (and a curious
+user with curl) sees — answers, stored samples, models appearing, and clear errors."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from support_host import (TOKEN_HEADER, b64, captcha, extension_id, extension_origin, garbage,
+                          loopback_client)
+
+from captchalens.contract import META_FILE, load_meta
+from captchalens.home import samples_dir
+from captchalens.images import read_rgba
+from captchalens.native_host import create_app
+from captchalens.solver import Solver
+
+TOKEN = "test-token-" + "x" * 32
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("home")
+        mp.setenv("CAPTCHALENS_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def app(home, tiny_model):
+    return create_app({"PORT": 8765, "MODEL_DIRS": [str(tiny_model)], "EXTENSION_ID": extension_id(),
+                       "TOKEN": TOKEN, "RELOAD_INTERVAL": 0})
+
+
+@pytest.fixture()
+def client(app):
+    return loopback_client(app)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model):
+    """What the Python solver says about the first captchas: the host must say the same."""
+    solver = Solver(tiny_model)
+    return {i: solver.solve_bytes(captcha(i)[0]) for i in range(3)}
+
+
+# ---- solving ----------------------------------------------------------------------
+def test_health_names_the_models_and_models_gives_their_metadata(client, tiny_model):
+    health = client.get("/health").json
+    assert health["ok"] is True and health["api"] == 1 and health["models"] == ["tiny"]
+    models = client.get("/models").json
+    assert models["default"] == "tiny" and models["errors"] == []
+    (served,) = models["models"]
+    meta = load_meta(tiny_model).to_json()
+    assert {k: served[k] for k in meta if k != "name"} == {k: v for k, v in meta.items() if k != "name"}
+
+
+def test_solve_reads_multipart_raw_and_json_and_answers_like_the_solver(client, expected):
+    png, _ = captcha(0)
+    answers = [
+        client.post("/solve", data={"image": (io.BytesIO(png), "c.png")}),
+        client.post("/solve", data=png, content_type="image/png"),
+        client.post("/solve", json={"image": b64(png)}),
+        client.post("/solve", json={"image": "data:image/png;base64," + b64(png)}),
+        client.post("/solve", data={"image": b64(png).rstrip("=").replace("+", "-").replace("/", "_")}),
+    ]
+    for r in answers:
+        assert r.status_code == 200, r.json
+        assert set(r.json) == {"text", "confidence", "model", "ms"}
+        assert r.json["text"] == expected[0].text and r.json["model"] == "tiny"
+        assert r.json["confidence"] == pytest.approx(expected[0].confidence, rel=1e-3)
+        assert r.json["ms"] > 0
+
+
+def test_each_captcha_gets_its_own_answer(client, expected):
+    for i in range(3):
+        r = client.post("/solve", data=captcha(i)[0], content_type="image/png")
+        assert r.json["confidence"] == pytest.approx(expected[i].confidence, rel=1e-3)
+
+
+def test_a_model_is_chosen_by_name_and_an_unknown_one_is_named(client):
+    png, _ = captcha(1)
+    assert client.post("/solve?model=tiny", data=png, content_type="image/png").status_code == 200
+    r = client.post("/solve", json={"image": b64(png), "model": "nope"})
+    assert r.status_code == 404 and r.json == {"error": "no model named 'nope'; this host serves: tiny"}
+
+
+@pytest.mark.parametrize("case", garbage(), ids=lambda c: c[0])
+def test_bad_input_gets_a_clear_json_error_never_a_500(client, case):
+    _, body, kind, status, words = case
+    r = client.post("/solve", data=body, content_type=kind or None)
+    assert r.status_code == status and r.is_json, (r.status_code, r.data[:200])
+    assert re.search(words, r.json["error"]), r.json
+    assert client.get("/health").status_code == 200
+
+
+def test_a_body_over_2_mb_is_refused_with_413(client):
+    r = client.post("/solve", data=b"\x89PNG" + b"\0" * (2 * 1024 * 1024), content_type="image/png")
+    assert r.status_code == 413 and "at most 2 MB" in r.json["error"]
+    r = client.post("/solve", json={"image": "A" * (3 * 1024 * 1024)})
+    assert r.status_code == 413 and r.is_json
+
+
+def test_unknown_paths_and_methods_answer_json(client):
+    r = client.get("/nothing-here")
+    assert r.status_code == 404 and r.is_json and "error" in r.json
+    r = client.get("/solve")
+    assert r.status_code == 405 and r.is_json
+
+
+# ---- samples ----------------------------------------------------------------------
+def test_samples_need_the_token(client, home):
+    png, _ = captcha(2)
+    assert client.post("/samples", json={"image": b64(png), "text": "ab12"}).status_code == 401
+    r = client.post("/samples", json={"image": b64(png), "text": "ab12"}, headers={TOKEN_HEADER: "guess"})
+    assert r.status_code == 403 and "wrong" in r.json["error"]
+    assert not (home / "samples").exists()
+
+
+def test_a_sample_is_stored_as_png_pixels_and_never_overwritten(client):
+    jpeg, _ = captcha(3, fmt="JPEG")
+    h = {TOKEN_HEADER: TOKEN}
+    r1 = client.post("/samples", json={"image": b64(jpeg), "text": "q7k2", "site": "shop.example"}, headers=h)
+    assert r1.status_code == 201 and r1.json == {"saved": "q7k2.png", "count": 1}
+    folder = samples_dir("shop.example")
+    first = (folder / "q7k2.png").read_bytes()
+    assert first.startswith(b"\x89PNG")  # re-encoded, not the uploaded JPEG
+    assert np.array_equal(read_rgba(first), read_rgba(jpeg))
+    other, _ = captcha(4)
+    r2 = client.post("/samples", data={"image": (io.BytesIO(other), "x.png"), "text": "q7k2",
+                                       "site": "shop.example"}, headers=h)
+    assert r2.status_code == 201 and r2.json == {"saved": "q7k2_2.png", "count": 2}
+    assert (folder / "q7k2.png").read_bytes() == first
+    assert sorted(p.name for p in folder.iterdir()) == ["q7k2.png", "q7k2_2.png"]  # no temp files left
+
+
+def test_samples_saved_at_once_all_get_their_own_file(client):
+    png, _ = captcha(5)
+    results = []
+
+    def post():
+        c = loopback_client(client.application)
+        results.append(c.post("/samples", json={"image": b64(png), "text": "zz99", "site": "race.example"},
+                              headers={TOKEN_HEADER: TOKEN}).json["saved"])
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted(["zz99.png"] + [f"zz99_{n}.png" for n in range(2, 9)])
+    assert len(list(samples_dir("race.example").iterdir())) == 8
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"text": "ab!Q"}, r"does not know: '!', 'Q'"),
+    ({"text": "abc"}, "has 3 characters; model 'tiny' reads 4"),
+    ({}, "'text' is missing"),
+    ({"text": "ab12", "site": "../etc"}, "site '../etc' must be"),
+    ({"text": "ab12", "model": "nope"}, "no model named 'nope'"),
+])
+def test_bad_samples_are_refused_and_nothing_is_written(client, home, fields, words):
+    png, _ = captcha(6)
+    r = client.post("/samples", json={"image": b64(png), **fields}, headers={TOKEN_HEADER: TOKEN})
+    assert r.status_code in (400, 404) and re.search(words, r.json["error"]), r.json
+    assert not list((home / "samples").glob("*/ab12*"))
+
+
+# ---- pairing, origins -----------------------------------------------------------------
+def test_only_the_extension_can_pair(client):
+    r = client.post("/pair", headers={"Origin": extension_origin()})
+    assert r.status_code == 200 and r.json == {"token": TOKEN}
+    assert r.headers["Access-Control-Allow-Origin"] == extension_origin()
+    for origin in (None, "http://127.0.0.1:8765", "chrome-extension://" + "a" * 32, "https://evil.example"):
+        r = client.post("/pair", headers={"Origin": origin} if origin else {})
+        assert r.status_code == 403 and "token" not in r.json
+
+
+def test_the_extension_id_comes_from_the_manifest_key(home, tiny_model, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"manifest_version": 3, "name": "x", "version": "1",
+                                    "key": __import__("support_host").extension_key()}))
+    app = create_app({"MODEL_DIRS": [str(tiny_model)], "EXTENSION_MANIFEST": str(manifest), "TOKEN": TOKEN})
+    assert app.config["EXTENSION_ID"] == extension_id()
+    assert re.fullmatch(r"[a-p]{32}", extension_id())
+    c = loopback_client(app)
+    assert c.get("/health", headers={"Origin": extension_origin()}).status_code == 200
+    assert c.get("/health", headers={"Origin": "chrome-extension://" + "b" * 32}).status_code == 403
+
+
+# ---- models appear, change and break without a restart ---------------------------------
+def test_a_new_model_folder_is_served_without_restart_and_a_broken_one_is_reported(client, home, tiny_model):
+    models = home / "models"
+    models.mkdir(exist_ok=True)
+    shutil.copytree(tiny_model, models / "shop")
+    broken = models / "broken"
+    broken.mkdir()
+    (broken / META_FILE).write_text("{not json")
+    assert client.get("/health").json["models"] == ["tiny", "shop"]
+    listing = client.get("/models").json
+    assert [m["name"] for m in listing["models"]] == ["tiny", "shop"]
+    (err,) = listing["errors"]
+    assert err["name"] == "broken" and "not readable JSON" in err["error"]
+    r = client.post("/solve?model=shop", data=captcha(0)[0], content_type="image/png")
+    assert r.status_code == 200 and r.json["model"] == "shop"
+    r = client.post("/solve?model=broken", data=captcha(0)[0], content_type="image/png")
+    assert r.status_code == 503 and "could not be loaded" in r.json["error"]
+    shutil.rmtree(broken)
+    shutil.rmtree(models / "shop")
+    assert client.get("/health").json["models"] == ["tiny"]
+
+
+def test_reload_needs_the_token_and_rescans(home, tiny_model):
+    app = create_app({"MODEL_DIRS": [str(tiny_model)], "TOKEN": TOKEN, "RELOAD_INTERVAL": 3600})
+    c = loopback_client(app)
+    (home / "models").mkdir(exist_ok=True)
+    shutil.copytree(tiny_model, home / "models" / "late")
+    try:
+        assert c.get("/health").json["models"] == ["tiny"]  # not looked at again yet
+        assert c.post("/reload").status_code == 401
+        r = c.post("/reload", headers={TOKEN_HEADER: TOKEN})
+        assert r.status_code == 200 and [m["name"] for m in r.json["models"]] == ["tiny", "late"]
+        assert c.get("/health").json["models"] == ["tiny", "late"]
+    finally:
+        shutil.rmtree(home / "models" / "late")
+
+
+def test_without_any_working_model_solve_says_why(home, tmp_path):
+    app = create_app({"MODEL_DIRS": [str(tmp_path / "missing")], "TOKEN": TOKEN})
+    c = loopback_client(app)
+    assert c.get("/health").json["models"] == []
+    r = c.post("/solve", data=captcha(0)[0], content_type="image/png")
+    assert r.status_code == 503 and "does not exist" in r.json["error"]
+
+
+# ---- the demo page ------------------------------------------------------------------------
+def test_the_demo_page_shows_a_fresh_captcha_and_checks_the_answer(client, app):
+    page = client.get("/demo")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.get_data(as_text=True)
+    image = re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1)
+    assert read_rgba(__import__("base64").b64decode(image)).shape == (60, 160, 4)
+    challenge = re.search(r'name="challenge" value="([^"]+)"', html).group(1)
+    assert client.get("/demo").get_data(as_text=True) != html  # a new captcha per view
+
+    answer = app.extensions["captchalens"].demo._answers[challenge]  # what the picture says
+    right = client.post("/demo", data={"challenge": challenge, "answer": answer.upper()},
+                        headers={"Origin": "http://127.0.0.1:8765"}).get_data(as_text=True)
+    assert "Right" in right
+    again = client.post("/demo", data={"challenge": challenge, "answer": answer}).get_data(as_text=True)
+    assert "expired" in again  # each captcha is checked once
+
+    html = client.get("/demo").get_data(as_text=True)
+    challenge = re.search(r'name="challenge" value="([^"]+)"', html).group(1)
+    wrong = client.post("/demo", data={"challenge": challenge, "answer": "<b>no</b>"}).get_data(as_text=True)
+    assert "Not quite" in wrong and "&lt;b&gt;no&lt;/b&gt;" in wrong and "<b>no</b>" not in wrong
+
+
+def test_the_demo_page_itself_may_ask_the_host_to_solve(client):
+    png, _ = captcha(0)
+    r = client.post("/solve", json={"image": "data:image/png;base64," + b64(png)},
+                    headers={"Origin": "http://127.0.0.1:8765"})
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
+    assert client.get("/static/demo.js").status_code == 200
