@@ -5,6 +5,6 @@
 
 Importing this package does not import TensorFlow (only converting does).
 """
-from .convert import ConvertError, ConvertResult, convert  # noqa: F401
+from .core import ConvertError, ConvertResult, convert  # noqa: F401
 
 __all__ = ["convert", "ConvertError", "ConvertResult"]

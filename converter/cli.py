@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from .convert import QUANTIZE
+    from .core import QUANTIZE
 
     p = sub.add_parser(
         "convert", help="convert a model for the extension (TF.js files + index + vendor)",
@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .convert import convert
+    from .core import convert
 
     r = convert(args.model, args.name, args.out, args.quantize,
                 install=False if args.no_install else None)
