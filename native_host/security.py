@@ -124,8 +124,8 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, exposed: bool) -> None:
     """Refuse a non-loopback address unless the user said, loudly, that they mean it."""
     if not is_loopback(host) and not exposed:
-        raise HostError(f"refusing to listen on {host}: anyone who can reach it could use the solver "
-                        f"and probe your browser's extension. Use 127.0.0.1 (the default), or add "
+        raise HostError(f"refusing to listen on {host}: anyone who can reach that address could use "
+                        f"your solver. Use 127.0.0.1 (the default), or add "
                         f"{EXPOSE_FLAG} if you really mean it")
 
 

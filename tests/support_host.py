@@ -235,3 +235,19 @@ class HostProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=15)
         self._out.close()
+
+
+def untrained_model(out: Path, name: str = "random") -> Path:
+    """A model folder with seeded random weights: the right contract, and answers that differ from
+    captcha to captcha (a trained-for-seconds model answers nearly the same for all)."""
+    from captchalens._tf import keras
+    from captchalens.training.models import build
+    from captchalens.training.train import TrainConfig, make_meta, save_model
+
+    keras.utils.set_random_seed(5)
+    meta = make_meta(TrainConfig(name=name))
+    model = build("small", meta, width=0.25)
+    logits = model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel * 1e5, bias])  # decisive, input-dependent softmax outputs
+    return save_model(model, meta, out)
