@@ -1,0 +1,174 @@
+/**
+ * Client of the CaptchaLens local host (native_host/, HTTP on 127.0.0.1).
+ * Only the background talks to the host; every request has a timeout, and a
+ * host that is not running gives one clear message.
+ */
+/* global loadSettings, STATE_KEYS, HOST_DOWN_HINT, hostOrigin */
+/* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPair, HOST_TIMEOUT_MS */
+
+/** How long a request to the local host may take before it counts as not running. */
+const HOST_TIMEOUT_MS = 3000;
+/** Host API version this client speaks (GET /health -> api). */
+const HOST_API = 1;
+/** Header carrying the token from POST /pair. */
+const TOKEN_HEADER = 'X-CaptchaLens-Token';
+
+/** A local host failure; `down` when it could not be reached at all. */
+class HostError extends Error {
+  /**
+   * @param {string} message  shown to the user as is
+   * @param {{down?: boolean, status?: number, unpaired?: boolean}} [info]
+   */
+  constructor(message, info = {}) {
+    super(message);
+    this.name = 'HostError';
+    this.down = Boolean(info.down);
+    this.status = info.status || 0;
+    this.unpaired = Boolean(info.unpaired);
+  }
+}
+
+/**
+ * The stored pairing token, or ''.
+ * @returns {Promise<string>}
+ */
+async function readToken() {
+  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
+  return stored[STATE_KEYS.TOKEN] || '';
+}
+
+/**
+ * One request to the local host.
+ * @param {string} path  e.g. '/health'
+ * @param {{method?: string, body?: (string|Blob), type?: string, token?: boolean, timeoutMs?: number}} [opts]
+ * @returns {Promise<Object>} the JSON answer
+ * @throws {HostError}
+ */
+async function hostRequest(path, opts = {}) {
+  const { hostUrl } = await loadSettings();
+  const timeoutMs = opts.timeoutMs || HOST_TIMEOUT_MS;
+  const headers = {};
+  if (opts.type) {
+    headers['Content-Type'] = opts.type;
+  }
+  if (opts.token) {
+    const token = await readToken();
+    if (!token) {
+      throw new HostError('CaptchaLens is not paired with the local host: open the CaptchaLens options ' +
+        'and click "Pair with local host"', { unpaired: true });
+    }
+    headers[TOKEN_HEADER] = token;
+  }
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    let resp;
+    try {
+      resp = await fetch(hostUrl + path, {
+        method: opts.method || 'GET', headers, body: opts.body, signal: controller.signal,
+        credentials: 'omit', cache: 'no-store',
+      });
+    } catch (e) {
+      throw await unreachable(hostUrl, controller.signal.aborted, timeoutMs);
+    }
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch (e) {
+      if (controller.signal.aborted) {
+        throw await unreachable(hostUrl, true, timeoutMs);
+      }
+    }
+    if (!resp.ok) {
+      const why = (data && data.error) || `HTTP ${resp.status}`;
+      const hint = resp.status === 401 || resp.status === 403
+        ? ' (pair again: CaptchaLens options, "Pair with local host")' : '';
+      throw new HostError(`The local host refused: ${why}${hint}`, { status: resp.status, unpaired: !!hint });
+    }
+    if (!data || typeof data !== 'object') {
+      throw new HostError(`The local host at ${hostUrl} did not answer with JSON: is it CaptchaLens?`);
+    }
+    return data;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The error for a host that could not be reached (refused, timed out, or blocked).
+ * @param {string} hostUrl
+ * @param {boolean} timedOut
+ * @param {number} timeoutMs
+ * @returns {Promise<HostError>}
+ */
+async function unreachable(hostUrl, timedOut, timeoutMs) {
+  let message = timedOut
+    ? `The local host did not answer at ${hostUrl} within ${timeoutMs / 1000} s: it is not running (${HOST_DOWN_HINT}).`
+    : `The local host is not running at ${hostUrl} (${HOST_DOWN_HINT}).`;
+  let allowed = true;
+  try {
+    allowed = await chrome.permissions.contains({ origins: [hostOrigin(hostUrl)] });
+  } catch (e) {
+    // an odd URL: keep the plain message
+  }
+  if (!allowed && !timedOut) {
+    message += ' If it is running, allow CaptchaLens to reach it: options, "Pair with local host".';
+  }
+  return new HostError(message, { down: true });
+}
+
+/**
+ * GET /health, checking the API version.
+ * @returns {Promise<{ok: boolean, version: string, api: number, models: string[]}>}
+ */
+async function hostHealth() {
+  const health = await hostRequest('/health');
+  if (health.api !== HOST_API) {
+    throw new HostError(`The local host speaks API ${health.api}; this extension speaks ${HOST_API}: ` +
+      'update the older one');
+  }
+  return health;
+}
+
+/**
+ * GET /models.
+ * @returns {Promise<{default: string, models: Object[]}>}
+ */
+function hostModels() {
+  return hostRequest('/models');
+}
+
+/**
+ * POST /solve with a PNG body.
+ * @param {Blob} png
+ * @param {string} [model]  model name on the host ('' = its default)
+ * @returns {Promise<{text: string, confidence: number, model: string, ms: number}>}
+ */
+function hostSolve(png, model) {
+  const query = model ? `?model=${encodeURIComponent(model)}` : '';
+  return hostRequest(`/solve${query}`, { method: 'POST', body: png, type: 'image/png' });
+}
+
+/**
+ * POST /samples: one labelled captcha for retraining.
+ * @param {{image: string, text: string, site?: string, model?: string}} sample  image = PNG data URL
+ * @returns {Promise<{saved: string, count: number}>}
+ */
+function hostSample(sample) {
+  return hostRequest('/samples', {
+    method: 'POST', body: JSON.stringify(sample), type: 'application/json', token: true,
+  });
+}
+
+/**
+ * POST /pair and keep the token (the host gives it only to this extension's origin).
+ * @returns {Promise<{paired: boolean}>}
+ */
+async function hostPair() {
+  const answer = await hostRequest('/pair', { method: 'POST' });
+  if (!answer.token || typeof answer.token !== 'string') {
+    throw new HostError('The local host answered /pair without a token');
+  }
+  await chrome.storage.local.set({ [STATE_KEYS.TOKEN]: answer.token });
+  return { paired: true };
+}

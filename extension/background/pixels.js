@@ -1,0 +1,142 @@
+/**
+ * Pixels in the service worker: decode what the content script sent, crop a
+ * screenshot when the page's canvas was tainted, encode PNG for the local host.
+ * Never fetches the captcha's URL: sites issue a new captcha per request.
+ */
+/* exported rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
+
+/** captureVisibleTab allows two calls a second; wait this long before the one retry. */
+const CAPTURE_RETRY_MS = 600;
+/** Largest side accepted from a page (captchalens/images.py MAX_SIDE). */
+const MAX_SIDE = 2048;
+
+/**
+ * Base64 -> bytes.
+ * @param {string} b64
+ * @returns {Uint8Array}
+ */
+function base64ToBytes(b64) {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) {
+    out[i] = bin.charCodeAt(i);
+  }
+  return out;
+}
+
+/**
+ * Bytes -> base64, in chunks (String.fromCharCode has an argument limit).
+ * @param {Uint8Array} bytes
+ * @returns {string}
+ */
+function bytesToBase64(bytes) {
+  let bin = '';
+  const CHUNK = 0x8000;
+  for (let i = 0; i < bytes.length; i += CHUNK) {
+    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + CHUNK));
+  }
+  return btoa(bin);
+}
+
+/**
+ * RGBA pixels sent by the content script (base64 of width*height*4 bytes).
+ * @param {string} b64
+ * @param {number} width
+ * @param {number} height
+ * @returns {{data: Uint8Array, width: number, height: number}}
+ */
+function rgbaFromBase64(b64, width, height) {
+  const data = base64ToBytes(b64);
+  if (data.length !== width * height * 4) {
+    throw new Error(`the page sent ${data.length} bytes for a ${width}x${height} image`);
+  }
+  return { data, width, height };
+}
+
+/**
+ * Screenshot of the visible tab as a data URL, retrying once when over Chrome's quota.
+ * @param {number} windowId
+ * @returns {Promise<string>}
+ */
+async function captureVisible(windowId) {
+  try {
+    return await chrome.tabs.captureVisibleTab(windowId, { format: 'png' });
+  } catch (e) {
+    if (!/MAX_CAPTURE_VISIBLE_TAB_CALLS_PER_SECOND/.test(e.message || '')) {
+      throw e;
+    }
+    await new Promise((resolve) => setTimeout(resolve, CAPTURE_RETRY_MS));
+    return chrome.tabs.captureVisibleTab(windowId, { format: 'png' });
+  }
+}
+
+/**
+ * Crop an element out of a screenshot of the visible tab, at its on-screen pixel size.
+ * @param {number} windowId  the tab's window (the tab must be the active one)
+ * @param {{x: number, y: number, width: number, height: number}} rect  CSS pixels in the viewport
+ * @param {number} dpr  device pixels per CSS pixel
+ * @returns {Promise<{data: Uint8ClampedArray, width: number, height: number}>}
+ */
+async function captureCrop(windowId, rect, dpr) {
+  const dataUrl = await captureVisible(windowId);
+  const bitmap = await createImageBitmap(await (await fetch(dataUrl)).blob());
+  try {
+    const x0 = Math.max(0, Math.round(rect.x * dpr));
+    const y0 = Math.max(0, Math.round(rect.y * dpr));
+    const x1 = Math.min(bitmap.width, Math.round((rect.x + rect.width) * dpr));
+    const y1 = Math.min(bitmap.height, Math.round((rect.y + rect.height) * dpr));
+    const width = x1 - x0;
+    const height = y1 - y0;
+    if (width < 1 || height < 1) {
+      throw new Error('the image is not visible on screen (scrolled away or hidden)');
+    }
+    if (width > MAX_SIDE || height > MAX_SIDE) {
+      throw new Error(`the image is ${width}x${height} pixels on screen; a captcha is at most ${MAX_SIDE}`);
+    }
+    const canvas = new OffscreenCanvas(width, height);
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(bitmap, x0, y0, width, height, 0, 0, width, height);
+    const image = ctx.getImageData(0, 0, width, height);
+    return { data: image.data, width, height };
+  } finally {
+    bitmap.close();
+  }
+}
+
+/**
+ * RGBA pixels -> PNG.
+ * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+ * @returns {Promise<Blob>}
+ */
+async function pngBlob(rgba) {
+  const canvas = new OffscreenCanvas(rgba.width, rgba.height);
+  const ctx = canvas.getContext('2d');
+  const pixels = new Uint8ClampedArray(rgba.data.buffer, rgba.data.byteOffset, rgba.data.byteLength);
+  ctx.putImageData(new ImageData(pixels, rgba.width, rgba.height), 0, 0);
+  return canvas.convertToBlob({ type: 'image/png' });
+}
+
+/**
+ * RGBA pixels -> PNG data URL (what the overlay keeps for a correction).
+ * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+ * @returns {Promise<string>}
+ */
+async function pngDataUrl(rgba) {
+  const blob = await pngBlob(rgba);
+  return 'data:image/png;base64,' + bytesToBase64(new Uint8Array(await blob.arrayBuffer()));
+}
+
+/**
+ * FNV-1a 32-bit hash of the pixels: lets tests and logs tell images apart cheaply.
+ * @param {{data: (Uint8Array|Uint8ClampedArray)}} rgba
+ * @returns {string} 8 hex digits
+ */
+function pixelsHash(rgba) {
+  let h = 0x811c9dc5;
+  const d = rgba.data;
+  for (let i = 0; i < d.length; i++) {
+    h ^= d[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, '0');
+}

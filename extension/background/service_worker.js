@@ -1,0 +1,192 @@
+/**
+ * CaptchaLens service worker (classic script): owns the context menu, the
+ * model, the local host client and every message (one processMessage switch).
+ *
+ * Listeners are registered at the top level on every start; nothing relies on
+ * globals surviving a stop: options and memory live in chrome.storage, models
+ * are loaded again lazily after a restart.
+ */
+/* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
+          submitCorrection, flushSampleQueue, queuedSampleCount, hostHealth, hostModels, hostPair,
+          syncAutoSolveScripts, readModelIndex, loadSettings, STATE_KEYS, tfAvailable */
+
+// TF.js first: without it (vendor/ missing) the extension still works through the local host.
+try {
+  importScripts('/vendor/tf.es2017.min.js', '/vendor/tf-backend-wasm.es2017.min.js');
+} catch (e) {
+  console.error(`CaptchaLens: TF.js did not load (${e.message}); only the local host can solve`);
+}
+importScripts(
+  '/lib/engine.js',
+  '/shared/constants.js',
+  '/shared/settings.js',
+  '/background/backend.js',
+  '/background/models.js',
+  '/background/pixels.js',
+  '/background/host.js',
+  '/background/samples.js',
+  '/background/page.js',
+  '/background/sites.js',
+  '/background/solve.js',
+);
+
+/** This extension's own origin (messages from its pages carry it). */
+const EXTENSION_ORIGIN = new URL(chrome.runtime.getURL('')).origin;
+/** The keyboard command (manifest "commands"). */
+const COMMAND_SOLVE = 'solve-captcha';
+
+/** Create the context menu items (menus persist; they are made once per install/update). */
+function createMenus() {
+  chrome.contextMenus.removeAll(() => {
+    chrome.contextMenus.create({ id: MENU_IMAGE, title: 'Solve captcha', contexts: ['image'] });
+    chrome.contextMenus.create({
+      id: MENU_PAGE, title: 'Solve captcha on this page', contexts: ['page', 'frame', 'editable'],
+    });
+  });
+}
+
+/**
+ * Was this message sent by one of the extension's own pages (options, popup)?
+ * @param {chrome.runtime.MessageSender} sender
+ * @returns {boolean}
+ */
+function fromExtensionPage(sender) {
+  return sender.id === chrome.runtime.id && sender.origin === EXTENSION_ORIGIN;
+}
+
+/**
+ * Was this message sent by a content script of this extension in a web page?
+ * @param {chrome.runtime.MessageSender} sender
+ * @returns {boolean}
+ */
+function fromContentScript(sender) {
+  return sender.id === chrome.runtime.id && Boolean(sender.tab) && sender.origin !== EXTENSION_ORIGIN;
+}
+
+/**
+ * Engine, models, host and queue status for the popup and the options page.
+ * @returns {Promise<Object>}
+ */
+async function status() {
+  const settings = await loadSettings();
+  let models = null;
+  let modelsError = '';
+  try {
+    models = await readModelIndex();
+  } catch (e) {
+    modelsError = e.message;
+  }
+  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
+  return {
+    ok: true,
+    settings,
+    tf: tfAvailable() ? tf.version.tfjs : '',
+    backend: tfAvailable() ? (tf.getBackend() || '') : '',
+    models,
+    modelsError,
+    paired: Boolean(stored[STATE_KEYS.TOKEN]),
+    queued: await queuedSampleCount(),
+  };
+}
+
+/**
+ * Every message to the background, in one switch.
+ * @param {Object} msg  {type, ...}
+ * @param {chrome.runtime.MessageSender} sender
+ * @returns {Promise<Object>}
+ */
+async function processMessage(msg, sender) {
+  if (!msg || typeof msg.type !== 'string') {
+    return { ok: false, error: 'a message needs a type' };
+  }
+  const page = fromContentScript(sender);
+  const own = fromExtensionPage(sender);
+  const refuse = { ok: false, error: `message "${msg.type}" is not accepted from this sender` };
+  switch (msg.type) {
+    case MESSAGE.CORRECTION:
+      if (!page) {
+        return refuse;
+      }
+      return submitCorrection({ image: msg.image, text: msg.text, site: msg.site, model: msg.model });
+    case MESSAGE.AUTO_SOLVE:
+      if (!page) {
+        return refuse;
+      }
+      return autoSolveFromPage(sender);
+    case MESSAGE.SOLVE_PAGE: {
+      if (!own) {
+        return refuse;
+      }
+      const tab = await chrome.tabs.get(msg.tabId);
+      return solveActiveTab(tab, 'popup');
+    }
+    case MESSAGE.OPTIONS_CHANGED:
+    case MESSAGE.SITES_CHANGED:
+      if (!own) {
+        return refuse;
+      }
+      return { ok: true, autoSolve: await syncAutoSolveScripts() };
+    case MESSAGE.PAIR:
+      if (!own) {
+        return refuse;
+      }
+      return { ok: true, ...(await hostPair()) };
+    case MESSAGE.HOST_STATUS: {
+      if (!own) {
+        return refuse;
+      }
+      const health = await hostHealth();
+      let models = null;
+      try {
+        models = await hostModels();
+      } catch (e) {
+        models = null;
+      }
+      return { ok: true, health, models };
+    }
+    case MESSAGE.STATUS:
+      if (!own) {
+        return refuse;
+      }
+      return status();
+    case MESSAGE.FLUSH_SAMPLES:
+      if (!own) {
+        return refuse;
+      }
+      return { ok: true, ...(await flushSampleQueue()) };
+    default:
+      console.warn(`CaptchaLens: unknown message type "${msg.type}"`);
+      return { ok: false, error: `unknown message type "${msg.type}"` };
+  }
+}
+
+// ---- listeners (top level: registered on every start of the worker) ----------
+chrome.runtime.onInstalled.addListener(() => {
+  createMenus();
+  syncAutoSolveScripts().catch((e) => console.warn(`CaptchaLens: auto-solve not registered: ${e.message}`));
+});
+
+chrome.contextMenus.onClicked.addListener(solveFromMenu);
+
+chrome.commands.onCommand.addListener((command, tab) => {
+  if (command === COMMAND_SOLVE && tab) {
+    solveActiveTab(tab, 'shortcut');
+  }
+});
+
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === SAMPLE_ALARM) {
+    flushSampleQueue();
+  }
+});
+
+chrome.permissions.onAdded.addListener(() => syncAutoSolveScripts());
+chrome.permissions.onRemoved.addListener(() => syncAutoSolveScripts());
+
+chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  processMessage(msg, sender).then(sendResponse, (e) => sendResponse({ ok: false, error: e.message }));
+  return true; // the answer comes asynchronously
+});
+
+// The context menu's handler, for tests: ctx.service_workers[0].evaluate('self.solveFromMenu(info, tab)').
+self.solveFromMenu = solveFromMenu;

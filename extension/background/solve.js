@@ -1,0 +1,242 @@
+/**
+ * Solving, from a click to a filled input:
+ *   1. inject the content scripts into the frame and read the captcha's pixels
+ *      (canvas, or a crop of a tab screenshot when the canvas is tainted);
+ *   2. solve in this service worker with TF.js, or on the local host
+ *      (options: browser / host / auto = browser, host when unsure or failing);
+ *   3. show the answer under the captcha and type it into its input;
+ *   4. remember the site's image and input.
+ * Every step reports a clear message in the page when it fails.
+ */
+/* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, injectPage, callPage, pageAccessMessage,
+          rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, pixelsHash, hostSolve, siteMemory, rememberSite,
+          AUTO_SOLVE_WAIT_MS, tfAvailable */
+/* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
+
+/** Context menu item ids. */
+const MENU_IMAGE = 'solve-captcha-image';
+const MENU_PAGE = 'solve-captcha-page';
+
+/**
+ * The context menu's handler ("Solve captcha" on an image, "Solve captcha on
+ * this page" elsewhere). Tests call this same function.
+ * @param {chrome.contextMenus.OnClickData} info
+ * @param {chrome.tabs.Tab} tab
+ * @returns {Promise<Object>} what solveInFrame returns
+ */
+function solveFromMenu(info, tab) {
+  return solveInFrame({
+    tabId: tab.id,
+    windowId: tab.windowId,
+    frameId: info.frameId || 0,
+    srcUrl: info.menuItemId === MENU_PAGE ? '' : (info.srcUrl || ''),
+    trigger: 'menu',
+  });
+}
+
+/**
+ * Solve the remembered or detected captcha of a tab's top frame (shortcut, popup).
+ * @param {chrome.tabs.Tab} tab
+ * @param {string} trigger  'shortcut' | 'popup'
+ * @returns {Promise<Object>}
+ */
+function solveActiveTab(tab, trigger) {
+  return solveInFrame({ tabId: tab.id, windowId: tab.windowId, frameId: 0, trigger });
+}
+
+/**
+ * Auto-solve a remembered site's captcha when its page has loaded (opt-in).
+ * @param {chrome.runtime.MessageSender} sender  the auto-solve content script
+ * @returns {Promise<Object>}
+ */
+async function autoSolveFromPage(sender) {
+  return solveInFrame({
+    tabId: sender.tab.id, windowId: sender.tab.windowId, frameId: sender.frameId || 0, trigger: 'auto',
+  });
+}
+
+/**
+ * Solve the captcha in one frame of a tab.
+ * @param {Object} req
+ * @param {number} req.tabId
+ * @param {number} req.windowId
+ * @param {number} [req.frameId]
+ * @param {string} [req.srcUrl]  the right-clicked image's URL (never requested again)
+ * @param {string} req.trigger  'menu' | 'shortcut' | 'popup' | 'auto'
+ * @returns {Promise<Object>} {ok, text, confidence, source, model, via, width, height, pixelsHash,
+ *   filled, inputSelector, imageSelector, message, ms} or {ok: false, code, message}
+ */
+async function solveInFrame(req) {
+  const t0 = performance.now();
+  const target = { tabId: req.tabId, frameIds: [req.frameId || 0] };
+  const auto = req.trigger === 'auto';
+  const settings = await loadSettings();
+  let where;
+  try {
+    await injectPage(target);
+    where = await callPage(target, 'hello');
+  } catch (e) {
+    return { ok: false, code: 'no_access', message: pageAccessMessage(e) };
+  }
+  const memory = settings.rememberSites ? await siteMemory(where.site) : null;
+  if (auto && !(settings.autoSolve && memory && memory.autoSolve)) {
+    return { ok: false, code: 'not_enabled', message: 'auto-solve is off for this site' };
+  }
+
+  /**
+   * Report a failure in the page (quietly for auto-solve) and return it.
+   * @param {string} code
+   * @param {string} message
+   * @returns {Promise<Object>}
+   */
+  const fail = async (code, message) => {
+    if (!auto) {
+      await callPage(target, 'showMessage', { message }).catch(() => {});
+    }
+    return { ok: false, code, message, ms: performance.now() - t0 };
+  };
+
+  const read = await callPage(target, 'read', {
+    srcUrl: req.srcUrl || '',
+    imageSelector: req.srcUrl ? '' : ((memory && memory.image) || ''),
+    waitMs: auto ? AUTO_SOLVE_WAIT_MS : 0,
+  });
+  if (!read.ok) {
+    return fail(read.code, read.message);
+  }
+  let rgba;
+  let via = 'canvas';
+  try {
+    if (read.kind === 'pixels') {
+      rgba = rgbaFromBase64(read.data, read.width, read.height);
+    } else {
+      via = 'screenshot';
+      const tab = await chrome.tabs.get(req.tabId);
+      if (!tab.active) {
+        throw new Error('its tab is not in front, so it cannot be captured from the screen');
+      }
+      rgba = await captureCrop(req.windowId, read.rect, read.dpr);
+    }
+  } catch (e) {
+    return fail('unreadable', `The image is not readable: ${e.message}`);
+  }
+
+  const modelName = (memory && memory.model) || settings.model || '';
+  const answer = await solvePixels(rgba, settings, modelName);
+  if (!answer.ok) {
+    return fail(answer.code, answer.message);
+  }
+
+  const lowConfidence = answer.confidence < settings.threshold;
+  const shown = await callPage(target, 'show', {
+    text: answer.text,
+    confidence: answer.confidence,
+    source: answer.source,
+    model: answer.model,
+    note: answer.note || '',
+    fill: settings.autoFill && !(auto && lowConfidence),
+    inputSelector: (memory && memory.input) || '',
+    image: await pngDataUrl(rgba),
+    lowConfidence,
+  });
+  if (settings.rememberSites && shown.filled && where.site) {
+    await rememberSite(where.site, { image: read.selector, input: shown.inputSelector, model: answer.model });
+  }
+  return {
+    ok: true,
+    text: answer.text,
+    confidence: answer.confidence,
+    source: answer.source,
+    model: answer.model,
+    backend: answer.backend || '',
+    via,
+    width: rgba.width,
+    height: rgba.height,
+    pixelsHash: pixelsHash(rgba),
+    filled: shown.filled,
+    inputSelector: shown.inputSelector,
+    imageSelector: read.selector,
+    site: where.site,
+    message: shown.message,
+    ms: performance.now() - t0,
+  };
+}
+
+/**
+ * Pixels -> answer with the engine the options ask for:
+ *   browser: TF.js here (the local host only when that fails);
+ *   host:    the local host only;
+ *   auto:    TF.js here, the local host when unsure (below the threshold) or failing.
+ * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+ * @param {Object} settings
+ * @param {string} modelName  '' = default
+ * @returns {Promise<Object>} {ok: true, text, confidence, source, model, backend?, note?} | {ok: false, code, message}
+ */
+async function solvePixels(rgba, settings, modelName) {
+  let browser = null;
+  let browserError = null;
+  if (settings.engine !== 'host') {
+    try {
+      browser = await solveInBrowser(rgba, modelName);
+    } catch (e) {
+      browserError = e;
+    }
+  }
+  const unsure = browser && browser.confidence < settings.threshold;
+  if (browser && !(settings.engine === 'auto' && unsure)) {
+    return { ok: true, ...browser };
+  }
+  try {
+    const host = await hostSolve(await pngBlob(rgba), modelName);
+    const answer = { ok: true, text: String(host.text), confidence: Number(host.confidence), source: 'host', model: host.model || modelName };
+    if (browserError) {
+      answer.note = `Solved by the local host: ${browserError.message}`;
+    }
+    return answer;
+  } catch (hostError) {
+    if (browser) {
+      return { ok: true, ...browser, note: `Unsure, and the local host could not check it: ${hostError.message}` };
+    }
+    if (settings.engine === 'host') {
+      return { ok: false, code: hostError.down ? 'host_down' : 'host_error', message: hostError.message };
+    }
+    return {
+      ok: false, code: browserError.code || 'model_failed',
+      message: `${browserError.message} Fallback: ${hostError.message}`,
+    };
+  }
+}
+
+/**
+ * Solve with TF.js in this service worker.
+ * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+ * @param {string} modelName
+ * @returns {Promise<{text: string, confidence: number, source: string, model: string, backend: string, ms: number}>}
+ * @throws {Error} with a user-readable message and a code
+ */
+async function solveInBrowser(rgba, modelName) {
+  let loaded;
+  try {
+    if (!tfAvailable()) {
+      throw new Error('TF.js is missing from the extension (vendor/)');
+    }
+    if (modelName && !(await modelEntry(modelName))) {
+      const err = new Error(`In-browser solving is not possible: model '${modelName}' exists only on the local host.`);
+      err.code = 'model_missing';
+      throw err;
+    }
+    loaded = await getModel(modelName);
+  } catch (e) {
+    if (e.code) {
+      throw e;
+    }
+    const err = new Error(`The in-browser model failed to load: ${e.message}.`);
+    err.code = 'model_failed';
+    throw err;
+  }
+  const result = await CaptchaLensEngine.solve(tf, loaded, rgba);
+  return {
+    text: result.text, confidence: result.confidence, source: 'browser',
+    model: loaded.entry.name, backend: loaded.backend, ms: result.ms,
+  };
+}

@@ -1,0 +1,178 @@
+/**
+ * DOM helpers for the content scripts: visibility, geometry, stable selectors.
+ * Injected on demand (scripting.executeScript), possibly more than once per page:
+ * everything sits in one namespace that is defined only once.
+ */
+(function () {
+  'use strict';
+  if (self.CaptchaLensDom) {
+    return;
+  }
+
+  /** Attributes whose values describe an element (for captcha-word matching). */
+  const DESCRIBING_ATTRS = ['id', 'name', 'class', 'alt', 'title', 'placeholder', 'aria-label', 'src', 'autocomplete'];
+
+  /**
+   * Is the element rendered and big enough to see?
+   * @param {Element} el
+   * @returns {boolean}
+   */
+  function isVisible(el) {
+    if (!el || !el.isConnected) {
+      return false;
+    }
+    const r = el.getBoundingClientRect();
+    if (r.width < 2 || r.height < 2) {
+      return false;
+    }
+    const cs = getComputedStyle(el);
+    return cs.visibility !== 'hidden' && cs.display !== 'none' && Number(cs.opacity) > 0.05;
+  }
+
+  /**
+   * The element's describing attribute values, joined (for regex tests).
+   * @param {Element} el
+   * @returns {string}
+   */
+  function describe(el) {
+    return DESCRIBING_ATTRS.map((a) => el.getAttribute(a) || '').join(' ');
+  }
+
+  /**
+   * Does exactly this element match the selector in its document?
+   * @param {Element} el
+   * @param {string} selector
+   * @returns {boolean}
+   */
+  function selectsOnly(el, selector) {
+    try {
+      const found = el.ownerDocument.querySelectorAll(selector);
+      return found.length === 1 && found[0] === el;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  /**
+   * A CSS selector that finds this element again on a later visit of the page:
+   * id, then a describing attribute, then a path from the nearest ancestor with an id.
+   * Image src queries are left out (sites change them per captcha).
+   * @param {Element} el
+   * @returns {string}
+   */
+  function uniqueSelector(el) {
+    const tag = el.localName;
+    if (el.id && selectsOnly(el, `#${CSS.escape(el.id)}`)) {
+      return `#${CSS.escape(el.id)}`;
+    }
+    for (const attr of ['name', 'alt', 'aria-label', 'placeholder']) {
+      const value = el.getAttribute(attr);
+      const selector = `${tag}[${attr}="${CSS.escape(value || '')}"]`;
+      if (value && selectsOnly(el, selector)) {
+        return selector;
+      }
+    }
+    const src = (el.getAttribute('src') || '').split(/[?#]/)[0];
+    if (src && !src.startsWith('data:') && !src.startsWith('blob:')) {
+      const selector = `${tag}[src^="${CSS.escape(src)}"]`;
+      if (selectsOnly(el, selector)) {
+        return selector;
+      }
+    }
+    const parts = [];
+    let node = el;
+    while (node && node.nodeType === 1 && node !== el.ownerDocument.documentElement) {
+      if (node !== el && node.id && selectsOnly(node, `#${CSS.escape(node.id)}`)) {
+        parts.unshift(`#${CSS.escape(node.id)}`);
+        break;
+      }
+      let part = node.localName;
+      const parent = node.parentElement;
+      if (parent) {
+        const same = Array.from(parent.children).filter((c) => c.localName === node.localName);
+        if (same.length > 1) {
+          part += `:nth-of-type(${same.indexOf(node) + 1})`;
+        }
+      }
+      parts.unshift(part);
+      node = parent;
+    }
+    return parts.join(' > ');
+  }
+
+  /**
+   * The element's content box (inside border and padding) in viewport CSS pixels.
+   * @param {Element} el
+   * @returns {{x: number, y: number, width: number, height: number}}
+   */
+  function contentRect(el) {
+    const r = el.getBoundingClientRect();
+    const cs = getComputedStyle(el);
+    const left = parseFloat(cs.borderLeftWidth) + parseFloat(cs.paddingLeft);
+    const right = parseFloat(cs.borderRightWidth) + parseFloat(cs.paddingRight);
+    const top = parseFloat(cs.borderTopWidth) + parseFloat(cs.paddingTop);
+    const bottom = parseFloat(cs.borderBottomWidth) + parseFloat(cs.paddingBottom);
+    return {
+      x: r.left + left, y: r.top + top,
+      width: Math.max(0, r.width - left - right), height: Math.max(0, r.height - top - bottom),
+    };
+  }
+
+  /**
+   * Gap in CSS pixels between two rectangles (0 when they touch or overlap).
+   * @param {DOMRect} a
+   * @param {DOMRect} b
+   * @returns {number}
+   */
+  function rectGap(a, b) {
+    const dx = Math.max(0, a.left - b.right, b.left - a.right);
+    const dy = Math.max(0, a.top - b.bottom, b.top - a.bottom);
+    return Math.hypot(dx, dy);
+  }
+
+  /**
+   * Offset of this frame's viewport in the top window's viewport, or null when
+   * an ancestor frame is cross-origin (its geometry cannot be read).
+   * @returns {{x: number, y: number}|null}
+   */
+  function frameOffset() {
+    let x = 0;
+    let y = 0;
+    let win = window;
+    try {
+      while (win !== win.top) {
+        const frame = win.frameElement;
+        if (!frame) {
+          return null;
+        }
+        const r = contentRect(frame);
+        x += r.x;
+        y += r.y;
+        win = win.parent;
+      }
+    } catch (e) {
+      return null;
+    }
+    return { x, y };
+  }
+
+  /**
+   * Resolve after the browser has painted twice (so a scroll or a removed
+   * overlay shows in a screenshot); gives up waiting after maxMs (hidden tabs do not paint).
+   * @param {number} [maxMs]
+   * @returns {Promise<void>}
+   */
+  function afterPaint(maxMs = 250) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, maxMs);
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        clearTimeout(timer);
+        resolve();
+      }));
+    });
+  }
+
+  self.CaptchaLensDom = Object.freeze({
+    isVisible, describe, uniqueSelector, contentRect, rectGap, frameOffset, afterPaint,
+  });
+})();

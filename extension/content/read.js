@@ -1,0 +1,282 @@
+/**
+ * Find the captcha element on the page and read the pixels it already shows.
+ *
+ * Never requests the image again (a site issues a new captcha per request):
+ * the element is drawn to a canvas; when the canvas is tainted (a cross-origin
+ * image without CORS), its on-screen rectangle is returned instead and the
+ * background crops it out of a screenshot of the tab.
+ */
+(function () {
+  'use strict';
+  if (self.CaptchaLensRead) {
+    return;
+  }
+  const dom = self.CaptchaLensDom;
+
+  /** Largest side read from a page (captchalens/images.py MAX_SIDE). */
+  const MAX_SIDE = 2048;
+  /** Size a detected captcha must have, in CSS pixels. */
+  const CAPTCHA_MIN = { width: 40, height: 15 };
+  const CAPTCHA_MAX = { width: 600, height: 250 };
+  /** Elements that can show a captcha. */
+  const IMAGE_SELECTOR = 'img, canvas, input[type=image]';
+
+  /**
+   * Images showing exactly this URL (what the context menu reports as srcUrl).
+   * @param {string} srcUrl
+   * @returns {Element|null}  the hovered one when several match, else the first visible
+   */
+  function findBySrc(srcUrl) {
+    const found = Array.from(document.querySelectorAll('img, input[type=image]'))
+      .filter((el) => el.currentSrc === srcUrl || el.src === srcUrl);
+    if (found.length <= 1) {
+      return found[0] || null;
+    }
+    return found.find((el) => el.matches(':hover')) || found.find(dom.isVisible) || found[0];
+  }
+
+  /**
+   * Has this element the size of a captcha?
+   * @param {Element} el
+   * @returns {boolean}
+   */
+  function captchaSized(el) {
+    const r = el.getBoundingClientRect();
+    return r.width >= CAPTCHA_MIN.width && r.height >= CAPTCHA_MIN.height &&
+      r.width <= CAPTCHA_MAX.width && r.height <= CAPTCHA_MAX.height && r.width >= r.height;
+  }
+
+  /**
+   * Guess the captcha without a click on it (keyboard shortcut, popup, page menu):
+   * a hovered image or canvas first, then the best-scoring visible candidate.
+   * @returns {Element|null}
+   */
+  function detectCaptcha() {
+    const hovered = Array.from(document.querySelectorAll('img:hover, canvas:hover, input[type=image]:hover'));
+    const under = hovered.reverse().find((el) => dom.isVisible(el) && captchaSized(el));
+    if (under) {
+      return under;
+    }
+    const inputs = Array.from(document.querySelectorAll('input')).filter((el) =>
+      dom.isVisible(el) && ['', 'text', 'search', 'tel', 'number'].includes((el.getAttribute('type') || '').toLowerCase()));
+    let best = null;
+    let bestScore = 0;
+    for (const el of document.querySelectorAll(IMAGE_SELECTOR)) {
+      if (!dom.isVisible(el) || !captchaSized(el)) {
+        continue;
+      }
+      let score = 0;
+      if (CAPTCHA_WORDS_RE.test(dom.describe(el))) {
+        score += 3;
+      }
+      const r = el.getBoundingClientRect();
+      const near = inputs.filter((input) => dom.rectGap(r, input.getBoundingClientRect()) < 200);
+      if (near.length) {
+        score += 1;
+      }
+      if (near.some((input) => CAPTCHA_WORDS_RE.test(dom.describe(input)))) {
+        score += 2;
+      }
+      if (el.closest('form') && near.some((input) => input.form === el.closest('form'))) {
+        score += 1;
+      }
+      if (score > bestScore) {
+        best = el;
+        bestScore = score;
+      }
+    }
+    return bestScore >= 2 ? best : null;
+  }
+
+  /**
+   * Wait until a selector matches an element, up to timeoutMs.
+   * @param {string} selector
+   * @param {number} timeoutMs
+   * @returns {Promise<Element|null>}
+   */
+  function waitForElement(selector, timeoutMs) {
+    const query = () => {
+      try {
+        return document.querySelector(selector);
+      } catch (e) {
+        return null; // a damaged remembered selector
+      }
+    };
+    const now = query();
+    if (now || timeoutMs <= 0) {
+      return Promise.resolve(now);
+    }
+    return new Promise((resolve) => {
+      const observer = new MutationObserver(() => {
+        const el = query();
+        if (el) {
+          observer.disconnect();
+          clearTimeout(timer);
+          resolve(el);
+        }
+      });
+      const timer = setTimeout(() => {
+        observer.disconnect();
+        resolve(query());
+      }, timeoutMs);
+      observer.observe(document.documentElement, { childList: true, subtree: true, attributes: true });
+    });
+  }
+
+  /**
+   * Is an image element fully decoded?
+   * @param {Element} el
+   * @returns {boolean}
+   */
+  function isLoaded(el) {
+    return el.localName !== 'img' || (el.complete && el.naturalWidth > 0);
+  }
+
+  /**
+   * Wait for an image to finish loading, up to timeoutMs.
+   * @param {Element} el
+   * @param {number} timeoutMs
+   * @returns {Promise<boolean>} loaded
+   */
+  function waitForLoad(el, timeoutMs) {
+    if (isLoaded(el) || timeoutMs <= 0) {
+      return Promise.resolve(isLoaded(el));
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        el.removeEventListener('load', done);
+        el.removeEventListener('error', done);
+        resolve(isLoaded(el));
+      };
+      const timer = setTimeout(done, timeoutMs);
+      el.addEventListener('load', done);
+      el.addEventListener('error', done);
+    });
+  }
+
+  /**
+   * Draw the element at its own pixel size and read RGBA.
+   * @param {Element} el  img or canvas
+   * @returns {{width: number, height: number, data: string}|{tainted: true}|{error: string}}
+   *          data = base64 of width*height*4 bytes
+   */
+  function drawPixels(el) {
+    let width;
+    let height;
+    if (el.localName === 'canvas') {
+      width = el.width;
+      height = el.height;
+    } else if (el.localName === 'img') {
+      width = el.naturalWidth;
+      height = el.naturalHeight;
+    } else {
+      return { tainted: true }; // input[type=image] cannot be drawn: use the screen
+    }
+    if (!width || !height) {
+      return { tainted: true }; // e.g. an SVG without a size: read it from the screen
+    }
+    if (width > MAX_SIDE || height > MAX_SIDE) {
+      return { error: `The image is ${width}x${height} pixels; a captcha is at most ${MAX_SIDE}x${MAX_SIDE}.` };
+    }
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    let image;
+    try {
+      ctx.drawImage(el, 0, 0, width, height);
+      image = ctx.getImageData(0, 0, width, height);
+    } catch (e) {
+      if (e && e.name === 'SecurityError') {
+        return { tainted: true };
+      }
+      return { error: `The image could not be drawn: ${e && e.message ? e.message : e}` };
+    }
+    return { width, height, data: bytesToBase64(new Uint8Array(image.data.buffer)) };
+  }
+
+  /**
+   * Bytes -> base64 (results of executeScript must be JSON-serialisable).
+   * @param {Uint8Array} bytes
+   * @returns {string}
+   */
+  function bytesToBase64(bytes) {
+    let bin = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(bin);
+  }
+
+  /**
+   * Bring the element fully into view and let the page paint.
+   * @param {Element} el
+   * @returns {Promise<void>}
+   */
+  async function showOnScreen(el) {
+    const r = el.getBoundingClientRect();
+    const inside = r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
+    if (!inside) {
+      el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
+    }
+    await dom.afterPaint();
+  }
+
+  /**
+   * Locate the captcha and read its pixels.
+   * @param {{srcUrl?: string, imageSelector?: string, waitMs?: number}} args
+   *   srcUrl: the right-clicked image; imageSelector: this site's remembered image;
+   *   waitMs: how long to wait for the image to appear and load (auto-solve)
+   * @returns {Promise<Object>} {ok: true, element, kind: 'pixels', width, height, data, selector}
+   *   | {ok: true, element, kind: 'screen', rect, dpr, selector} | {ok: false, code, message}
+   */
+  async function readCaptcha(args) {
+    const waitMs = args.waitMs || 0;
+    let el = null;
+    if (args.srcUrl) {
+      el = findBySrc(args.srcUrl);
+      if (!el) {
+        return { ok: false, code: 'not_found', message: 'The clicked image is no longer on the page.' };
+      }
+    }
+    if (!el && args.imageSelector) {
+      el = await waitForElement(args.imageSelector, waitMs);
+    }
+    if (!el) {
+      el = detectCaptcha();
+    }
+    if (!el) {
+      return {
+        ok: false, code: 'no_image',
+        message: 'No captcha image found on this page: right-click the captcha image and choose "Solve captcha".',
+      };
+    }
+    if (!(await waitForLoad(el, waitMs))) {
+      return { ok: false, code: 'not_loaded', message: 'The captcha image has not loaded (yet): try again when it shows.' };
+    }
+    const selector = dom.uniqueSelector(el);
+    const pixels = drawPixels(el);
+    if (pixels.error) {
+      return { ok: false, code: 'unreadable', message: `The image is not readable: ${pixels.error}`, element: el };
+    }
+    if (!pixels.tainted) {
+      return { ok: true, element: el, kind: 'pixels', selector, ...pixels };
+    }
+    await showOnScreen(el);
+    const offset = dom.frameOffset();
+    if (!offset) {
+      return {
+        ok: false, code: 'unreadable', element: el,
+        message: 'The image is not readable: it is inside a frame of another site, so neither its pixels nor its place on screen can be read.',
+      };
+    }
+    const r = dom.contentRect(el);
+    return {
+      ok: true, element: el, kind: 'screen', selector, dpr: devicePixelRatio,
+      rect: { x: r.x + offset.x, y: r.y + offset.y, width: r.width, height: r.height },
+    };
+  }
+
+  self.CaptchaLensRead = Object.freeze({ readCaptcha, detectCaptcha });
+})();

@@ -1,0 +1,197 @@
+/**
+ * Options page: one field per option key (shared/settings.js), saved on change
+ * to chrome.storage.local, then a change message to the background. Also the
+ * local host buttons (test, pair, send queued corrections) and the shortcut.
+ */
+/* global MESSAGE, SETTINGS_DEFAULTS, loadSettings, saveSettings, hostOrigin, renderSites */
+'use strict';
+
+/** How long the "Saved" note stays. */
+const SAVED_NOTE_MS = 1500;
+
+let savedTimer = 0;
+
+/**
+ * Ask the background something; errors come back as {ok: false, error}.
+ * @param {Object} msg
+ * @returns {Promise<Object>}
+ */
+async function ask(msg) {
+  try {
+    return (await chrome.runtime.sendMessage(msg)) || { ok: false, error: 'no answer from CaptchaLens' };
+  } catch (e) {
+    return { ok: false, error: e.message };
+  }
+}
+
+/**
+ * Show a line in an element, styled as ok or error.
+ * @param {string} id
+ * @param {string} text
+ * @param {boolean} ok
+ */
+function say(id, text, ok) {
+  const el = document.getElementById(id);
+  el.textContent = text;
+  el.className = ok ? 'ok' : 'error';
+}
+
+/**
+ * A field's value in the type of its option.
+ * @param {HTMLInputElement|HTMLSelectElement} el
+ * @returns {*}
+ */
+function fieldValue(el) {
+  return el.type === 'checkbox' ? el.checked : el.value;
+}
+
+/**
+ * Put stored options into the form.
+ * @param {Object} settings
+ */
+function fillForm(settings) {
+  for (const key of Object.keys(SETTINGS_DEFAULTS)) {
+    const el = document.getElementById(key);
+    if (!el) {
+      continue;
+    }
+    if (el.type === 'checkbox') {
+      el.checked = Boolean(settings[key]);
+    } else {
+      el.value = String(settings[key]);
+    }
+  }
+}
+
+/**
+ * Save one changed field, or show why its value is refused.
+ * @param {Event} event
+ */
+async function onFieldChange(event) {
+  const el = event.target;
+  try {
+    await saveSettings({ [el.name]: fieldValue(el) });
+  } catch (e) {
+    say('settingsError', e.message, false);
+    el.setAttribute('aria-invalid', 'true');
+    return;
+  }
+  el.removeAttribute('aria-invalid');
+  say('settingsError', '', true);
+  await ask({ type: MESSAGE.OPTIONS_CHANGED });
+  const note = document.getElementById('saved');
+  note.textContent = 'Saved';
+  clearTimeout(savedTimer);
+  savedTimer = setTimeout(() => {
+    note.textContent = '';
+  }, SAVED_NOTE_MS);
+}
+
+/**
+ * Fill the model lists from the extension's index (and the host's, when known).
+ * @param {Object|null} index  models/index.json
+ * @param {string[]} [hostNames]  models the local host serves
+ */
+function fillModels(index, hostNames = []) {
+  const select = document.getElementById('model');
+  const current = select.value;
+  const names = new Set(index ? index.models.map((m) => m.name) : []);
+  select.textContent = '';
+  select.appendChild(new Option(`Default${index ? ` (${index.default})` : ''}`, ''));
+  for (const name of names) {
+    select.appendChild(new Option(`${name} (in your browser)`, name));
+  }
+  for (const name of hostNames) {
+    if (!names.has(name)) {
+      select.appendChild(new Option(`${name} (local host only)`, name));
+    }
+  }
+  select.value = current;
+  self.knownModels = [...names, ...hostNames.filter((n) => !names.has(n))];
+}
+
+/** Test the connection to the local host. */
+async function testHost() {
+  say('hostStatus', 'Connecting\u2026', true);
+  const answer = await ask({ type: MESSAGE.HOST_STATUS });
+  if (!answer.ok) {
+    say('hostStatus', answer.error, false);
+    return;
+  }
+  const h = answer.health;
+  say('hostStatus', `Local host ${h.version} is running with model(s): ${h.models.join(', ')}.`, true);
+  if (answer.models && Array.isArray(answer.models.models)) {
+    const status = await ask({ type: MESSAGE.STATUS });
+    fillModels(status.models, answer.models.models.map((m) => m.name));
+  }
+}
+
+/** Allow the extension to reach the host (optional permission), then pair (POST /pair). */
+async function pair() {
+  const { hostUrl } = await loadSettings();
+  let granted = false;
+  try {
+    granted = await chrome.permissions.request({ origins: [hostOrigin(hostUrl)] });
+  } catch (e) {
+    granted = false; // the host may still answer CORS requests from this extension
+  }
+  say('hostStatus', 'Pairing\u2026', true);
+  const answer = await ask({ type: MESSAGE.PAIR });
+  if (answer.ok) {
+    say('hostStatus', `Paired with the local host at ${hostUrl}.`, true);
+  } else {
+    const hint = granted ? '' : ' (access to the local host was not allowed)';
+    say('hostStatus', `Not paired: ${answer.error}${hint}`, false);
+  }
+}
+
+/** Show how many corrections wait for the host. */
+async function showQueue() {
+  const status = await ask({ type: MESSAGE.STATUS });
+  const n = status.ok ? status.queued : 0;
+  document.getElementById('queued').textContent = n ? `${n} correction(s) wait for the local host.` : '';
+  document.getElementById('flush').hidden = !n;
+  return status;
+}
+
+/** Send queued corrections now. */
+async function flush() {
+  const answer = await ask({ type: MESSAGE.FLUSH_SAMPLES });
+  if (answer.ok) {
+    say('hostStatus', `Sent ${answer.sent} correction(s)${answer.error ? `; ${answer.error}` : ''}.`, !answer.error);
+  } else {
+    say('hostStatus', answer.error, false);
+  }
+  await showQueue();
+}
+
+/** Show the keyboard shortcut. */
+async function showShortcut() {
+  const [command] = (await chrome.commands.getAll()).filter((c) => c.name === 'solve-captcha');
+  document.getElementById('shortcut').textContent = (command && command.shortcut) || 'not set';
+}
+
+/** Load everything and wire the form. */
+async function init() {
+  fillForm(await loadSettings());
+  for (const key of Object.keys(SETTINGS_DEFAULTS)) {
+    const el = document.getElementById(key);
+    if (el) {
+      el.addEventListener('change', onFieldChange);
+    }
+  }
+  document.getElementById('testHost').addEventListener('click', testHost);
+  document.getElementById('pair').addEventListener('click', pair);
+  document.getElementById('flush').addEventListener('click', flush);
+  document.getElementById('changeShortcut').addEventListener('click', () => {
+    chrome.tabs.create({ url: 'chrome://extensions/shortcuts' });
+  });
+  const status = await showQueue();
+  fillModels(status.ok ? status.models : null);
+  fillForm(await loadSettings()); // the model list now holds the stored model
+  await renderSites();
+  await showShortcut();
+  document.body.dataset.ready = 'true'; // for tests: everything above has run
+}
+
+init();

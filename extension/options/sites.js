@@ -1,0 +1,144 @@
+/**
+ * Options page, "Sites" table: what CaptchaLens remembers per site (image and
+ * input selectors, model) and the per-site auto-solve switch, which asks for
+ * access to that one site.
+ */
+/* global MESSAGE, STATE_KEYS, sitePattern */
+/* exported renderSites */
+'use strict';
+
+/**
+ * All remembered sites.
+ * @returns {Promise<Object>}
+ */
+async function readSiteTable() {
+  const stored = await chrome.storage.local.get(STATE_KEYS.SITES);
+  return stored[STATE_KEYS.SITES] || {};
+}
+
+/**
+ * Change one site's memory (or forget it with null), then tell the background.
+ * @param {string} site
+ * @param {Object|null} change
+ */
+async function updateSite(site, change) {
+  const sites = await readSiteTable();
+  if (change === null) {
+    delete sites[site];
+  } else {
+    sites[site] = { ...(sites[site] || {}), ...change };
+  }
+  await chrome.storage.local.set({ [STATE_KEYS.SITES]: sites });
+  await chrome.runtime.sendMessage({ type: MESSAGE.SITES_CHANGED });
+}
+
+/**
+ * A table cell holding an element.
+ * @param {Node} child
+ * @returns {HTMLTableCellElement}
+ */
+function cell(child) {
+  const td = document.createElement('td');
+  td.appendChild(child);
+  return td;
+}
+
+/**
+ * A text box saving one field of a site on change.
+ * @param {string} site
+ * @param {string} key
+ * @param {string} value
+ * @returns {HTMLInputElement}
+ */
+function siteText(site, key, value) {
+  const input = document.createElement('input');
+  input.type = 'text';
+  input.value = value || '';
+  input.spellcheck = false;
+  input.setAttribute('aria-label', `${key} selector for ${site}`);
+  input.addEventListener('change', () => updateSite(site, { [key]: input.value.trim() }));
+  return input;
+}
+
+/**
+ * The model choice of one site.
+ * @param {string} site
+ * @param {string} value
+ * @returns {HTMLSelectElement}
+ */
+function siteModel(site, value) {
+  const select = document.createElement('select');
+  select.setAttribute('aria-label', `model for ${site}`);
+  const names = new Set([...(self.knownModels || []), ...(value ? [value] : [])]);
+  select.appendChild(new Option('(options default)', ''));
+  for (const name of names) {
+    select.appendChild(new Option(name, name));
+  }
+  select.value = value || '';
+  select.addEventListener('change', () => updateSite(site, { model: select.value }));
+  return select;
+}
+
+/**
+ * The auto-solve switch of one site: asks for access to the site when switched on.
+ * @param {string} site
+ * @param {boolean} on
+ * @returns {HTMLInputElement}
+ */
+function siteAutoSolve(site, on) {
+  const box = document.createElement('input');
+  box.type = 'checkbox';
+  box.checked = Boolean(on);
+  box.setAttribute('aria-label', `auto-solve ${site}`);
+  box.addEventListener('change', async () => {
+    const origins = [sitePattern(site)];
+    if (box.checked) {
+      let granted = false;
+      try {
+        granted = await chrome.permissions.request({ origins });
+      } catch (e) {
+        granted = false;
+      }
+      if (!granted) {
+        box.checked = false;
+        return;
+      }
+    } else {
+      await chrome.permissions.remove({ origins }).catch(() => {});
+    }
+    await updateSite(site, { autoSolve: box.checked });
+  });
+  return box;
+}
+
+/** Draw the sites table from storage. */
+async function renderSites() {
+  const sites = await readSiteTable();
+  const body = document.querySelector('#sites tbody');
+  body.textContent = '';
+  const names = Object.keys(sites).sort();
+  for (const site of names) {
+    const memory = sites[site];
+    const row = document.createElement('tr');
+    row.dataset.site = site;
+    const forget = document.createElement('button');
+    forget.type = 'button';
+    forget.textContent = 'Forget';
+    forget.addEventListener('click', async () => {
+      await chrome.permissions.remove({ origins: [sitePattern(site)] }).catch(() => {});
+      await updateSite(site, null);
+      await renderSites();
+    });
+    row.append(
+      cell(document.createTextNode(site)),
+      cell(siteText(site, 'image', memory.image)),
+      cell(siteText(site, 'input', memory.input)),
+      cell(siteModel(site, memory.model)),
+      cell(siteAutoSolve(site, memory.autoSolve)),
+      cell(forget),
+    );
+    body.appendChild(row);
+  }
+  document.getElementById('noSites').hidden = names.length > 0;
+  document.getElementById('sites').hidden = names.length === 0;
+}

@@ -1,0 +1,26 @@
+/**
+ * Names shared by every context (service worker, content scripts, options, popup).
+ *
+ * A classic script with `var` declarations only, so that injecting it twice
+ * into the same page (each solve injects the content files) is harmless.
+ */
+/* exported MESSAGE, HOST_DOWN_HINT, CAPTCHA_WORDS_RE */
+
+/** Message types: every message to the background goes through its processMessage. */
+var MESSAGE = Object.freeze({
+  SOLVE_PAGE: 'solvePage', // popup: solve the captcha on the active tab
+  AUTO_SOLVE: 'autoSolve', // content script registered on remembered sites: the page has loaded
+  CORRECTION: 'correction', // overlay: the right answer for the image just solved
+  OPTIONS_CHANGED: 'optionsChanged', // options page: settings were saved
+  PAIR: 'pair', // options page: fetch a token from the local host (POST /pair)
+  HOST_STATUS: 'hostStatus', // options page / popup: is the local host running (GET /health)?
+  STATUS: 'status', // popup / options: engine, models, queued corrections
+  FLUSH_SAMPLES: 'flushSamples', // options page: send queued corrections now
+  SITES_CHANGED: 'sitesChanged', // options page: per-site memory edited (auto-solve scripts resync)
+});
+
+/** How to start the local host, shown whenever it cannot be reached. */
+var HOST_DOWN_HINT = 'start it with `make run`';
+
+/** Words that mark an image or an input as a captcha (id, name, class, alt, src, placeholder). */
+var CAPTCHA_WORDS_RE = /captcha|kaptcha|verif|security.?code|check.?code|vcode|validat|challenge|human|robot/i;

@@ -1,0 +1,132 @@
+/**
+ * Options: one list of keys with defaults, kept in chrome.storage.local.
+ *
+ * Loaded by the service worker (importScripts) and by the options page and
+ * popup (<script>). Nothing here survives in memory: every reader calls
+ * loadSettings(), so a restarted service worker sees the same values.
+ */
+/* exported SETTINGS_DEFAULTS, ENGINES, STATE_KEYS, loadSettings, checkSettings, saveSettings,
+            hostOrigin, sitePattern */
+
+/** Every option and its default value (the storage key is the option's name). */
+var SETTINGS_DEFAULTS = Object.freeze({
+  engine: 'auto', // 'browser' (TF.js here), 'host' (local host), 'auto' (browser, host when unsure or failing)
+  hostUrl: 'http://127.0.0.1:8765', // local host base URL
+  autoFill: true, // type the answer into the captcha's input
+  threshold: 0.5, // below this confidence: auto asks the host; auto-solve does not fill
+  model: '', // model for sites without their own ('' = the default in models/index.json)
+  rememberSites: true, // remember each site's image and input after a successful solve
+  autoSolve: false, // opt-in: solve remembered sites' captchas when their pages load
+});
+
+/** Engines the user can choose. */
+var ENGINES = Object.freeze(['browser', 'host', 'auto']);
+
+/** Storage keys that are state, not options. */
+var STATE_KEYS = Object.freeze({
+  TOKEN: 'hostToken', // token from POST /pair
+  SITES: 'sites', // {hostname: {image, input, model, autoSolve, solved, updated}}
+  SAMPLE_QUEUE: 'sampleQueue', // corrections waiting for the local host
+});
+
+/**
+ * Check and normalise option values; throws an Error naming the first bad one.
+ * @param {Object} values  some or all options
+ * @returns {Object} the same keys, cleaned
+ */
+function checkSettings(values) {
+  const out = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (!(key in SETTINGS_DEFAULTS)) {
+      throw new Error(`unknown option "${key}"`);
+    }
+    const kind = typeof SETTINGS_DEFAULTS[key];
+    if (key === 'engine') {
+      if (!ENGINES.includes(value)) {
+        throw new Error(`engine must be one of ${ENGINES.join(', ')}, not "${value}"`);
+      }
+      out[key] = value;
+    } else if (key === 'hostUrl') {
+      out[key] = checkHostUrl(value);
+    } else if (key === 'threshold') {
+      const n = Number(value);
+      if (value === '' || value === null || !Number.isFinite(n) || n < 0 || n > 1) {
+        throw new Error(`confidence threshold must be a number from 0 to 1, not "${value}"`);
+      }
+      out[key] = n;
+    } else if (kind === 'boolean') {
+      out[key] = Boolean(value);
+    } else {
+      out[key] = String(value).trim();
+    }
+  }
+  return out;
+}
+
+/**
+ * A local host base URL: http(s), no path, query or credentials.
+ * @param {string} value
+ * @returns {string} the URL without a trailing slash
+ */
+function checkHostUrl(value) {
+  let url;
+  try {
+    url = new URL(String(value).trim());
+  } catch (e) {
+    throw new Error(`local host URL "${value}" is not a URL (example: http://127.0.0.1:8765)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new Error(`local host URL must start with http:// or https://, not "${url.protocol}"`);
+  }
+  if (url.username || url.password || url.search || url.hash || (url.pathname && url.pathname !== '/')) {
+    throw new Error('local host URL must be just scheme, host and port (example: http://127.0.0.1:8765)');
+  }
+  return url.origin;
+}
+
+/**
+ * All options, defaults filled in.
+ * @returns {Promise<Object>}
+ */
+async function loadSettings() {
+  const stored = await chrome.storage.local.get(SETTINGS_DEFAULTS);
+  const out = { ...SETTINGS_DEFAULTS };
+  for (const key of Object.keys(SETTINGS_DEFAULTS)) {
+    try {
+      Object.assign(out, checkSettings({ [key]: stored[key] }));
+    } catch (e) {
+      // A damaged value falls back to its default instead of breaking every solve.
+    }
+  }
+  return out;
+}
+
+/**
+ * Check and store some options.
+ * @param {Object} values
+ * @returns {Promise<Object>} the stored (cleaned) values
+ */
+async function saveSettings(values) {
+  const clean = checkSettings(values);
+  await chrome.storage.local.set(clean);
+  return clean;
+}
+
+/**
+ * The host permission pattern for a local host URL (ports are not part of patterns).
+ * @param {string} hostUrl
+ * @returns {string}
+ */
+function hostOrigin(hostUrl) {
+  const url = new URL(hostUrl);
+  return `${url.protocol}//${url.hostname}/*`;
+}
+
+/**
+ * The host permission pattern for one remembered site.
+ * @param {string} hostname
+ * @returns {string}
+ */
+function sitePattern(hostname) {
+  return `*://${hostname}/*`;
+}
