@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import io
 import logging
 import time
 
 from flask import Blueprint, current_app, jsonify, render_template, request
+from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from captchalens import __version__
@@ -26,6 +28,9 @@ API_VERSION = 1
 log = logging.getLogger("captchalens.host")
 bp = Blueprint("host", __name__)
 
+# Formats a captcha comes in. Pillow's other decoders (EPS runs Ghostscript, TIFF, PSD,
+# ...) are never offered to an upload.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 HOW_TO_SEND = ("send the image as multipart field 'image', as a raw image/* body, "
                "or as JSON {\"image\": \"<base64 or data: URL>\"}")
 
@@ -180,6 +185,15 @@ def read_upload() -> tuple[bytes, dict]:
 
 
 def decode_image(data: bytes):
+    """RGBA pixels of an uploaded PNG, JPEG, GIF, WebP or BMP (no other Pillow decoders run)."""
+    if data:
+        try:
+            Image.open(io.BytesIO(data), formats=IMAGE_FORMATS).close()  # reads the header only
+        except UnidentifiedImageError:
+            raise ApiError(400, "uploaded image: not a readable image (the host reads "
+                                "PNG, JPEG, GIF, WebP and BMP)") from None
+        except Exception:  # noqa: BLE001 - too large, truncated...: read_rgba says which
+            pass
     try:
         return read_rgba(data, "uploaded image")
     except ImageError as e:

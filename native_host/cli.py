@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--model", action="append", metavar="DIR",
                    help="model folder to serve (repeatable; the first is the default model). "
                         "Default: the shipped model")
-    p.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="request threads (default 16; concurrent requests share model calls)")
     p.add_argument("--no-batching", action="store_true",
                    help="run the model once per request instead of micro-batching concurrent ones")
     p.add_argument("--extension-id", default=None, metavar="ID",

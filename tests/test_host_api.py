@@ -106,6 +106,30 @@ def test_bad_input_gets_a_clear_json_error_never_a_500(client, case):
     assert client.get("/health").status_code == 200
 
 
+def _encoded(fmt: str, convert: str | None = None, **kw) -> bytes:
+    im = Image.open(io.BytesIO(captcha(0)[0]))
+    im = im.convert(convert) if convert else im
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt, convert, kw", [
+    ("JPEG", "CMYK", {}), ("PNG", "LA", {}), ("PNG", "I;16", {}), ("GIF", "P", {"transparency": 0}),
+    ("GIF", "P", {"save_all": True, "append_images": [Image.new("P", (160, 60))]}), ("WEBP", None, {}),
+    ("BMP", None, {}),
+], ids=["cmyk-jpeg", "la-png", "16bit-png", "transparent-gif", "animated-gif", "webp", "bmp"])
+def test_odd_but_real_captcha_files_are_solved(client, fmt, convert, kw):
+    r = client.post("/solve", data=_encoded(fmt, convert, **kw), content_type="image/png")
+    assert r.status_code == 200 and r.json["model"] == "random"
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "EPS", "ICO"])
+def test_formats_no_captcha_uses_are_not_decoded(client, fmt):
+    r = client.post("/solve", data=_encoded(fmt, "RGB"), content_type="application/octet-stream")
+    assert r.status_code == 400 and "the host reads PNG, JPEG, GIF, WebP and BMP" in r.json["error"]
+
+
 def test_a_body_over_2_mb_is_refused_with_413(client):
     r = client.post("/solve", data=b"\x89PNG" + b"\0" * (2 * 1024 * 1024), content_type="image/png")
     assert r.status_code == 413 and "at most 2 MB" in r.json["error"]
@@ -178,6 +202,19 @@ def test_bad_samples_are_refused_and_nothing_is_written(client, home, fields, wo
 
 
 # ---- pairing, origins -----------------------------------------------------------------
+def test_the_token_file_is_read_on_each_write_so_rotating_needs_no_restart(home, model):
+    from captchalens.native_host.security import ensure_token, rotate_token
+
+    app = create_app({"MODEL_DIRS": [str(model)], "EXTENSION_ID": extension_id()})  # token from the file
+    c = loopback_client(app)
+    old = ensure_token()
+    assert c.post("/reload", headers={TOKEN_HEADER: old}).status_code == 200
+    new = rotate_token()
+    assert c.post("/reload", headers={TOKEN_HEADER: old}).status_code == 403
+    assert c.post("/reload", headers={TOKEN_HEADER: new}).status_code == 200
+    assert c.post("/pair", headers={"Origin": extension_origin()}).json == {"token": new}
+
+
 def test_only_the_extension_can_pair(client):
     r = client.post("/pair", headers={"Origin": extension_origin()})
     assert r.status_code == 200 and r.json == {"token": TOKEN}

@@ -160,3 +160,32 @@ def test_garbage_of_every_kind_gets_json_errors_and_the_host_stays_up(host):
         assert re.search(words, r.json["error"]), (name, r.json)
     assert solve(host).status == 200
     assert "Traceback" not in host.output()
+
+
+# ---- `captchalens token` -----------------------------------------------------------------
+def _token_cli(*argv: str) -> int:
+    import argparse
+
+    from captchalens.native_host.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["token", *argv])
+    return args.func(args)
+
+
+def test_the_token_command_prints_creates_and_rotates_the_token(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    assert _token_cli() == 0
+    out = capsys.readouterr()
+    token = out.out.strip()
+    assert token == (tmp_path / "home" / "token").read_text().strip() and len(token) >= 40
+    assert stat.S_IMODE((tmp_path / "home" / "token").stat().st_mode) == 0o600
+    assert "Pair with local host" in out.err
+    assert _token_cli() == 0 and capsys.readouterr().out.strip() == token  # the same on every run
+    (tmp_path / "home" / "token").chmod(0o644)
+    assert _token_cli() == 0 and capsys.readouterr().out.strip() == token
+    assert stat.S_IMODE((tmp_path / "home" / "token").stat().st_mode) == 0o600  # tightened again
+    assert _token_cli("--rotate") == 0
+    assert capsys.readouterr().out.strip() not in ("", token)
+    assert _token_cli("--path") == 0 and capsys.readouterr().out.strip() == str(tmp_path / "home" / "token")
