@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 
 import numpy as np
 from PIL import Image
 
 from captchalens.contract import ModelMeta
-from captchalens.home import samples_dir
+from captchalens.home import safe_name, samples_dir
 from captchalens.images import IMAGE_SUFFIXES
 
 MAX_COPIES = 10_000  # x7kq.png ... x7kq_10000.png; past that something is wrong
@@ -45,6 +46,24 @@ def check_text(text, meta: ModelMeta) -> str:
     return text
 
 
+def site_folder_name(site: str | None) -> str | None:
+    """A page's host name as a samples folder name: 'Shop.Example.com:8443' -> 'shop.example.com'.
+
+    Whatever the extension sends stays one folder inside samples/ (no '/', no '..')."""
+    if site is None or not site.strip():
+        return None
+    name = site.strip().lower()
+    name = re.sub(r"^\[(.*)\](:\d+)?$", r"\1", name)  # [::1]:8080 -> ::1
+    name = re.sub(r"^([^:]*):\d+$", r"\1", name)  # host:port -> host
+    name = re.sub(r"[^a-z0-9._-]+", "-", name)
+    name = re.sub(r"\.{2,}", ".", name).strip("-._")[:64].rstrip("-._")
+    try:
+        return safe_name(name, "site")
+    except ValueError:
+        raise SampleError(f"site {site!r} cannot be a folder name: send the page's host name, "
+                          f"e.g. shop.example.com") from None
+
+
 def png_bytes(rgba: np.ndarray) -> bytes:
     """Re-encode decoded pixels: RGB when fully opaque, else RGBA."""
     im = Image.fromarray(rgba, "RGBA")
@@ -57,7 +76,7 @@ def png_bytes(rgba: np.ndarray) -> bytes:
 
 def save_sample(rgba: np.ndarray, text: str, site: str | None) -> tuple[str, int]:
     """Store one labelled captcha; returns (file name, number of samples in that folder)."""
-    folder = samples_dir(site)  # raises ValueError for a bad site name
+    folder = samples_dir(site_folder_name(site))  # raises ValueError for a hopeless site name
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sample.", suffix=".png", dir=folder)
     try:
