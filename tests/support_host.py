@@ -27,11 +27,14 @@ TOKEN_HEADER = "X-CaptchaLens-Token"
 
 
 # ---- the extension's identity, computed the way Chromium does ----------------
+def _manifest_key() -> str | None:
+    return json.loads(MANIFEST.read_text()).get("key") if MANIFEST.is_file() else None
+
+
 def extension_key() -> str:
-    if MANIFEST.is_file():
-        key = json.loads(MANIFEST.read_text()).get("key")
-        if key:
-            return key
+    key = _manifest_key()
+    if key:
+        return key
     lines = [ln.strip() for ln in KEY_NOTE.read_text().splitlines()]
     return next(ln for ln in lines if ln.startswith("MIIB"))
 
@@ -195,7 +198,9 @@ class HostProcess:
     def __init__(self, home: Path, model_dirs: list[Path], *extra: str, port: int | None = None):
         self.home, self.port = Path(home), port or free_port()
         self.log = self.home.parent / f"serve-{self.port}.log"
-        cmd = [str(CAPTCHALENS), "serve", "--port", str(self.port), "--extension-id", extension_id()]
+        cmd = [str(CAPTCHALENS), "serve", "--port", str(self.port)]
+        if not _manifest_key():  # else the host computes the ID itself, as it does for users
+            cmd += ["--extension-id", extension_id()]
         for m in model_dirs:
             cmd += ["--model", str(m)]
         env = dict(os.environ, CAPTCHALENS_HOME=str(self.home), TF_CPP_MIN_LOG_LEVEL="3")

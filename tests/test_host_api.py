@@ -137,6 +137,18 @@ def test_a_body_over_2_mb_is_refused_with_413(client):
     assert r.status_code == 413 and r.is_json
 
 
+def test_a_failure_inside_the_host_is_a_json_500_and_the_next_request_works(client, app, monkeypatch):
+    runner = app.extensions["captchalens"].registry.entries["random"].runner
+
+    def broken(rgba):
+        raise RuntimeError("/secret/path exploded")
+    monkeypatch.setattr(runner, "solve", broken)
+    r = client.post("/solve", data=captcha(0)[0], content_type="image/png")
+    assert r.status_code == 500 and r.json == {"error": "internal error (RuntimeError); the host keeps running"}
+    monkeypatch.undo()
+    assert client.post("/solve", data=captcha(0)[0], content_type="image/png").status_code == 200
+
+
 def test_unknown_paths_and_methods_answer_json(client):
     r = client.get("/nothing-here")
     assert r.status_code == 404 and r.is_json and "error" in r.json
