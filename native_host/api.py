@@ -171,7 +171,7 @@ def read_upload() -> tuple[bytes, dict]:
     if kind == "application/json" or kind.endswith("+json"):
         try:
             body = request.get_json(force=True)
-        except BadRequest:
+        except (BadRequest, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
             raise ApiError(400, f"the body is not valid JSON: {HOW_TO_SEND}") from None
         if not isinstance(body, dict) or "image" not in body:
             raise ApiError(400, f"the JSON body must be an object with an 'image' key: {HOW_TO_SEND}")

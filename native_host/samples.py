@@ -28,7 +28,9 @@ class SampleError(ValueError):
 
 def check_text(text, meta: ModelMeta) -> str:
     """The label, checked against the model's charset and lengths (folder-loader rules too)."""
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise SampleError("'text' must be a string")
+    if not text or not text.strip():
         raise SampleError("a sample needs its answer: the field 'text' is missing or empty")
     text = text.strip()
     unknown = sorted({c for c in text if c not in meta.charset})

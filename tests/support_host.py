@@ -104,6 +104,7 @@ def garbage() -> list[tuple[str, bytes, str, int, str]]:
         ("no-body", b"", "", 400, "no image"),
         ("plain-text", b"x7kq", "text/plain", 415, "multipart field 'image'"),
         ("broken-json", b'{"image": ', "application/json", 400, "not valid JSON"),
+        ("deeply-nested-json", b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "not valid JSON"),
         ("json-array", b"[1, 2]", "application/json", 400, "'image' key"),
         ("json-number", json.dumps({"image": 42}).encode(), "application/json", 400, "must be a string"),
         ("json-empty", json.dumps({"image": ""}).encode(), "application/json", 400, "empty"),

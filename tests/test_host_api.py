@@ -212,6 +212,7 @@ def test_samples_saved_at_once_all_get_their_own_file(client):
     ({"text": "ab!Q"}, r"does not know: '!', 'Q'"),
     ({"text": "abc"}, "has 3 characters; model 'random' reads 4"),
     ({}, "'text' is missing"),
+    ({"text": 1234}, "'text' must be a string"),
     ({"text": "ab12", "site": "/../"}, "site '/../' cannot be a folder name"),
     ({"text": "ab12", "model": "nope"}, "no model named 'nope'"),
 ])
