@@ -55,8 +55,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=d.out, help=f"model folder to write (default {d.out})")
     p.add_argument("--name", default=None, help="model name in its metadata (default: the --out folder name)")
     p.add_argument("--arch", default="auto", choices=["auto", "small", "baseline", "ctc"],
-                   help="network: auto (default: small for one length, ctc for several), small, "
-                        "baseline (the seed's 5-layer CNN) or ctc (variable length)")
+                   help="network: auto (default; generated: small for one length, ctc for several; "
+                        "--data: ctc), small (fixed length), baseline (the seed's 5-layer CNN) or ctc "
+                        "(variable length)")
     p.add_argument("--width-mult", type=float, default=None,
                    help=f"channel multiplier of small/ctc (default {d.width_mult}; with --data: "
                         f"the fine-tuned model's)")
@@ -79,7 +80,7 @@ def register(sub) -> None:
     p.add_argument("--val-size", type=int, default=d.val_size, help="generated validation captchas")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training set (default {d.epochs}; with --data: enough for "
-                        f"about 2500 steps, early stopping ends sooner)")
+                        f"about 1500 steps, early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"default {d.batch_size}; with --data: 32, or 64 from 2000 images")
     p.add_argument("--lr", type=float, default=None,

@@ -33,7 +33,7 @@ INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collap
 MIN_WIDTH, MAX_WIDTH = 64, 256  # input width = 48 x the images' median aspect, within these
 MIN_IMAGES = 10  # below this there is nothing to learn from
 FEW_IMAGES = 300  # below this, say that more labels would help
-TARGET_STEPS = 2500  # optimizer steps a run aims for (small sets: many epochs)
+TARGET_STEPS = 1500  # optimizer steps a run aims for (small sets: many epochs)
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
 SCRATCH_WIDTH = 0.75  # channel multiplier when not fine-tuning (the default model's)
 LR = 2e-3  # peak learning rate from scratch (cosine decay, warm-up)
@@ -117,19 +117,20 @@ def plan(cfg: RetrainConfig, images: list[np.ndarray], texts: list[str]) -> Plan
     arch = cfg.arch
     notes = []
     if arch == "auto":
-        arch = "small" if lo == hi else "ctc"
-        if lo != hi:
-            top, k = max(counts.items(), key=lambda kv: kv[1])
-            if k >= 0.95 * len(texts):
-                odd = [t for t in texts if len(t) != top][:3]
-                notes.append(f"{len(texts) - k} label(s) are not {top} characters long (e.g. "
-                             f"{', '.join(odd)}); if they are typos, fix them and a fixed-length "
-                             f"model is trained instead of CTC")
+        # CTC even for one length: its classifier is shared by every position, which on
+        # small sets generalizes far better than one head per position (bench/results/retrain.md).
+        arch = "ctc"
     elif arch != "ctc" and lo != hi:
         raise DataError(
             f"the labels have different lengths ({_lengths_text(counts)}), but a fixed-length "
             f"model (--arch {arch}) reads one length. Use --arch ctc (or --arch auto) for "
             f"variable lengths, or --length N to train on the N-character labels only.")
+    if lo != hi:
+        top, k = max(counts.items(), key=lambda kv: kv[1])
+        if k >= 0.95 * len(texts):
+            odd = [t for t in texts if len(t) != top][:3]
+            notes.append(f"{len(texts) - k} label(s) are not {top} characters long (e.g. "
+                         f"{', '.join(odd)}); if they are typos, fix them and train again")
     width, height, size = choose_input(images)
     if cfg.input_size:
         width, height = cfg.input_size
@@ -254,7 +255,7 @@ def _callbacks_module():
             self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
             self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
             self.best = None  # (acc, -loss)
-            self.best_epoch = -1
+            self.best_epoch = self.last_epoch = -1
             self.t0 = time.time()
 
         def on_train_begin(self, logs=None):
@@ -265,6 +266,7 @@ def _callbacks_module():
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
+            self.last_epoch = epoch
             probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
             answers = [t for t, _ in decode(probs, self.meta)]
             acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
@@ -326,8 +328,8 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
     from .augment import make_augment
 
     tr = dataset(x_tr, y_tr, batch, True, seed, make_augment() if augment else None)
-    hist = model.fit(tr, epochs=epochs, callbacks=callbacks, verbose=0)
-    return len(hist.history.get("loss", [])), validate.best_epoch + 1, validate.best[0]
+    model.fit(tr, epochs=epochs, callbacks=callbacks, verbose=0)
+    return validate.last_epoch + 1, validate.best_epoch + 1, validate.best[0]
 
 
 def _schedule(cfg: RetrainConfig, n_train: int, finetune: bool) -> dict:
@@ -410,9 +412,10 @@ def retrain(cfg: RetrainConfig):
         say("  " + report.summary().replace("\n", "\n  "))
         say(f"  charset ({len(p.charset)}): {p.charset}")
         say(f"  lengths: {_lengths_text(p.length_counts)}")
+        lens = f"{p.min_len}" if p.min_len == p.max_len else f"{p.min_len}-{p.max_len}"
         say("  decoding: " + (f"fixed length, {p.max_len} output heads" if p.decoding == "fixed"
-                              else f"CTC (variable length {p.min_len}-{p.max_len}), "
-                                   f"{p.input_width // 4} steps"))
+                              else f"CTC, {lens} characters, {p.input_width // 4} steps"
+                                   + (" (--arch small for fixed-length heads)" if cfg.arch == "auto" else "")))
         say(f"  input: {p.input_width}x{p.input_height} grayscale (images are typically "
             f"{p.typical_size[0]}x{p.typical_size[1]})")
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "

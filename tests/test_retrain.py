@@ -1,0 +1,219 @@
+"""`captchalens train --data DIR --out DIR`: a user's own labelled captchas in,
+a model out — the scheme read from the labels, and every bad folder named."""
+import argparse
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captchalens._tf import keras, tf
+from captchalens.contract import ContractError, load_meta
+from captchalens.solver import Solver
+from captchalens.training import cli, models
+from captchalens.training.augment import AugmentSpec, make_augment
+from captchalens.training.folder import DataError
+from captchalens.training.generate import GenSpec, draw
+from captchalens.training.retrain import RetrainConfig, choose_input, make_meta, plan, retrain, transfer
+
+TINY = ["--width-mult", "0.25", "--epochs", "2"]  # seconds, not minutes
+
+
+def captchalens(*argv):
+    """`captchalens train|gen ...` as typed, through the training commands' own parser."""
+    p = argparse.ArgumentParser(prog="captchalens")
+    cli.register(p.add_subparsers())
+    args = p.parse_args(list(argv))
+    return args.func(args)
+
+
+def write_captchas(folder, n, charset="abc12", length=(4, 4), size=(120, 40), seed=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = GenSpec(charset=charset, min_length=length[0], max_length=length[1],
+                   width=(size[0],) * 2, height=(size[1],) * 2)
+    texts = []
+    for i in range(n):
+        im, text = draw(spec, seed, i)
+        im.save(folder / f"{text}_{i}.png")
+        texts.append(text)
+    return texts
+
+
+def test_a_folder_becomes_a_model_the_solver_uses(tmp_path, capsys):
+    texts = write_captchas(tmp_path / "mine", 40, length=(3, 5))
+    out = tmp_path / "models" / "mysite"
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(out), "--from-scratch",
+                       *TINY) == 0
+    printed = capsys.readouterr().out
+    charset = "".join(sorted(set("".join(texts))))
+    # The start summary states what the data says and what will be trained ...
+    assert "40 labelled captchas read" in printed
+    assert f"charset ({len(charset)}): {charset}" in printed
+    counts = {n: sum(len(t) == n for t in texts) for n in (3, 4, 5)}
+    assert f"lengths: 3 chars: {counts[3]}, 4 chars: {counts[4]}, 5 chars: {counts[5]}" in printed
+    assert "decoding: CTC, 3-5 characters, 36 steps" in printed  # variable lengths need CTC
+    assert "input: 144x48 grayscale (images are typically 120x40)" in printed
+    meta = load_meta(out)
+    tr, va = meta.trained_on["split"]["train"], meta.trained_on["split"]["val"]
+    assert f"split: {tr} train / {va} validation" in printed and tr + va == 40 and va >= 1
+    # ... and the end gives the honest figure, the time and the next command.
+    assert f"validation whole-captcha accuracy: {100 * meta.metrics['val_captcha_acc']:.1f}%" in printed
+    assert f"of {va} held-back captchas" in printed and "time " in printed
+    assert printed.rstrip().endswith(f"next: captchalens convert --model {out} --name mysite")
+    # The metadata carries the scheme, so every reader follows it.
+    assert (meta.name, meta.charset, meta.decoding, meta.lengths) == ("mysite", charset, "ctc_greedy", (3, 5))
+    assert (meta.input_width, meta.input_height, meta.output_shape) == (144, 48, [36, len(charset) + 1])
+    assert meta.trained_on["folder"] == str((tmp_path / "mine").resolve())
+    assert meta.trained_on["images_used"] == 40 and meta.trained_on["init"]["mode"] == "scratch"
+    assert meta.trained_on["seed"] == 1 and meta.trained_on["split"]["seed"] == 0
+    assert not (tmp_path / "models" / "mysite.work").exists()  # no clutter left beside it
+    im = np.asarray(Image.open(next((tmp_path / "mine").iterdir())).convert("RGBA"))
+    answer = Solver(out).solve_pixels([im])[0]
+    assert len(answer.text) <= 36 and set(answer.text) <= set(charset)
+
+
+def test_fixed_length_heads_fine_tuned_from_a_base_model(tmp_path, tiny_model, capsys):
+    write_captchas(tmp_path / "mine", 36, charset="xyz789", length=(5, 5), size=(150, 50))
+    out = tmp_path / "fixed"
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(out), "--arch", "small",
+                       "--base", str(tiny_model), "--epochs", "1") == 0
+    printed = capsys.readouterr().out
+    meta = load_meta(out)
+    assert meta.decoding == "fixed" and meta.length == 5 and meta.charset == "789xyz"
+    assert meta.output_shape == [5, 6] and meta.input_width == 144
+    assert "decoding: fixed length, 5 output heads" in printed and "start: fine-tuning" in printed
+    init = meta.trained_on["init"]
+    assert init["mode"] == "finetune" and init["layers_copied"] == 16  # 8 trunk layers + their norms
+    assert meta.trained_on["width_mult"] == 0.25  # the base's width, so its trunk fits
+    assert len(Solver(out).solve_files([next((tmp_path / "mine").iterdir())])[0].text) == 5
+
+
+def test_fine_tuning_copies_the_trunk_and_never_a_head_for_another_charset(tiny_model):
+    base = keras.models.load_model(tiny_model / "model.h5", compile=False)
+    p = plan(RetrainConfig(data="", out="", arch="small"), [np.zeros((50, 200, 4), np.uint8)], ["abcde", "bcdef"])
+    model = models.build("small", make_meta(p, "x"), width=0.25)
+    copied = transfer(model, base)
+    assert "stem" in copied and "collapse_bn" in copied and "logits" not in copied
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_layer("sep3a").get_weights(),
+                                                     base.get_layer("sep3a").get_weights()))
+
+
+@pytest.mark.parametrize("sizes, width", [([(200, 50)], 192), ([(160, 60), (150, 60), (170, 60)], 128),
+                                          ([(900, 50)], 256), ([(40, 40)], 64)])
+def test_input_width_follows_the_images_typical_shape(sizes, width):
+    images = [np.zeros((h, w, 4), np.uint8) for w, h in sizes]
+    assert choose_input(images)[:2] == (width, 48)
+
+
+def test_labels_give_the_charset_lengths_and_decoding():
+    img = [np.zeros((50, 200, 4), np.uint8)]
+    one = plan(RetrainConfig(data="", out=""), img, ["b2x7k", "77bbq"])
+    assert (one.charset, one.min_len, one.max_len, one.decoding) == ("27bkqx", 5, 5, "ctc_greedy")
+    fixed = plan(RetrainConfig(data="", out="", arch="small"), img, ["b2x7k", "77bbq"])
+    assert (fixed.decoding, fixed.max_len) == ("fixed", 5)
+    var = plan(RetrainConfig(data="", out=""), img, ["ab", "abcd", "ABC"])
+    assert (var.charset, var.min_len, var.max_len, var.decoding) == ("ABCabcd", 2, 4, "ctc_greedy")
+    assert var.input_width // 4 >= 2 * 4 + 1  # CTC has room for blanks between repeats
+    mostly = plan(RetrainConfig(data="", out=""), img, ["abcde"] * 40 + ["abcd"])
+    assert mostly.decoding == "ctc_greedy" and "fix them" in mostly.notes[0]  # a typo is pointed out
+
+
+def test_mixed_lengths_without_ctc_say_what_to_do(tmp_path):
+    write_captchas(tmp_path / "mine", 20, length=(4, 6))
+    with pytest.raises(DataError, match=r"different lengths \(4 chars: \d+, 5 chars.*--arch ctc"):
+        captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                    "--arch", "small", *TINY)
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_characters_and_bad_labels_are_skipped_and_named(tmp_path, capsys):
+    write_captchas(tmp_path / "mine", 14, charset="ab12")
+    Image.new("RGB", (120, 40), "white").save(tmp_path / "mine" / "abZ1.png")  # Z: not in --charset
+    Image.new("RGB", (120, 40), "white").save(tmp_path / "mine" / "a b1.png")  # a space
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--charset", "ab12", "--epochs", "1", "--width-mult", "0.25", "--from-scratch") == 0
+    printed = capsys.readouterr().out
+    assert "14 labelled captchas read" in printed and "2 file(s) with unusable labels skipped" in printed
+    assert "abZ1.png (characters 'Z' not in the --charset you gave)" in printed
+    assert "a b1.png (label contains a space" in printed
+    with pytest.raises(DataError, match="not in the --charset you gave"):
+        captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m2"),
+                    "--charset", "xyz", *TINY)
+
+
+def test_unreadable_files_are_skipped_by_name_and_a_folder_of_them_is_an_error(tmp_path, capsys):
+    write_captchas(tmp_path / "mine", 12)
+    (tmp_path / "mine" / "ab12_x.png").write_bytes(b"\x89PNG truncated")
+    (tmp_path / "mine" / "notes.txt").write_text("my labels")
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--epochs", "1", "--width-mult", "0.25", "--from-scratch") == 0
+    printed = capsys.readouterr().out
+    assert "1 unreadable image(s) skipped, e.g. ab12_x.png (not a readable image" in printed
+    assert "1 non-image file(s) ignored, e.g. notes.txt" in printed
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"ab12_{i}.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="3 unreadable"):
+        captchalens("train", "--data", str(bad), "--out", str(tmp_path / "m3"), *TINY)
+
+
+def test_too_few_images_a_bad_name_or_a_missing_base_stop_before_training(tmp_path):
+    write_captchas(tmp_path / "few", 5)
+    with pytest.raises(DataError, match="only 5 usable labelled captcha.*too few"):
+        captchalens("train", "--data", str(tmp_path / "few"), "--out", str(tmp_path / "m"), *TINY)
+    write_captchas(tmp_path / "ok", 12)
+    with pytest.raises(DataError, match="model name 'my site!'.*--name"):
+        captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "m"),
+                    "--name", "my site!", *TINY)
+    with pytest.raises(ContractError, match="cannot fine-tune from .*nowhere"):
+        captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "m"),
+                    "--finetune", "--base", str(tmp_path / "nowhere"), *TINY)
+    with pytest.raises(DataError, match="no such folder"):
+        captchalens("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"), *TINY)
+    assert not (tmp_path / "m").exists()
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("simulated crash after the first epoch")
+
+
+def test_an_interrupted_folder_run_resumes(tmp_path):
+    write_captchas(tmp_path / "mine", 16)
+    cfg = dict(data=str(tmp_path / "mine"), out=str(tmp_path / "m"), init="scratch", width_mult=0.25,
+               epochs=2, verbose=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        retrain(RetrainConfig(**cfg, extra_callbacks=[_Crash()]))
+    assert not (tmp_path / "m").exists()
+    _, meta = retrain(RetrainConfig(**cfg))
+    with open(tmp_path / "m" / "log.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]  # epoch 0 not trained again
+    assert meta.trained_on["epochs_run"] == 2
+
+
+def test_augmentation_keeps_the_input_contract():
+    x = tf.random.uniform([8, 48, 144, 1])
+    y = tf.zeros([8, 4], tf.int32)
+    out, y2 = make_augment()(x, y)
+    assert out.shape == x.shape and out.dtype == tf.float32 and y2 is y
+    assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0
+    assert not np.allclose(out.numpy(), x.numpy())
+    none = AugmentSpec(shift_x=0, shift_y=0, scale=0, rotate_deg=0, shear=0, brightness=0, contrast=0, noise=0)
+    same, _ = make_augment(none)(x, y)
+    np.testing.assert_allclose(same.numpy(), x.numpy(), atol=1e-5)
+
+
+def test_generated_training_keeps_its_defaults():
+    from captchalens.training.train import TrainConfig
+
+    p = argparse.ArgumentParser()
+    cli.register(p.add_subparsers())
+    d = TrainConfig()
+    args = p.parse_args(["train"])
+    cli._generated_defaults(args, d)
+    assert (args.arch, args.epochs, args.batch_size, args.lr, args.charset, args.length, args.input) == \
+        ("small", d.epochs, d.batch_size, d.lr, d.charset, (d.length, d.length), (d.input_width, d.input_height))
+    args = p.parse_args(["train", "--length", "4-6"])
+    cli._generated_defaults(args, d)
+    assert args.arch == "ctc"
