@@ -86,7 +86,7 @@ def headers(response):
     response.vary.add("Origin")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes form posts send Origin: null
     if response.mimetype == "text/html":
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -278,6 +278,11 @@ def pair():
     if not ext or request.headers.get("Origin") != ext:
         raise ApiError(403, "only the CaptchaLens extension's options page can pair with this host")
     return {"token": state().token()}
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return "", 204
 
 
 @bp.route("/demo", methods=["GET", "POST"])

@@ -119,6 +119,29 @@ def test_local_tools_without_origin_and_the_hosts_own_pages_may_solve(host):
     assert own.status == 200 and "access-control-allow-origin" not in own.headers
 
 
+def test_in_a_real_browser_the_demo_page_asks_the_host_and_checks_the_answer(host):
+    """What Chromium sends (Origin, referrer policy, CSP) is what the host must accept from its own page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            failures = []
+            page.on("console", lambda m: failures.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{host.port}/demo")
+            page.click("#ask-host")
+            expect(page.locator("#answer")).to_have_value(re.compile(r"^\w+$"), timeout=20_000)
+            assert "model random" in page.inner_text("#host-answer")
+            page.click("button[type=submit]")
+            expect(page.locator("#result")).to_contain_text(re.compile("Right|Not quite"), timeout=20_000)
+            assert failures == []
+        finally:
+            browser.close()
+
+
 # ---- writes need the token ----------------------------------------------------------------
 def test_writes_need_the_token_even_from_the_extension(host):
     png, _ = captcha(1)
