@@ -34,12 +34,18 @@ chromium:
 
 # Reproduce the shipped default model (about an hour on a 2-core CPU), then convert it.
 model: venv
-	$(VENV)/bin/captchalens train --out runs/default --name default --epochs 10 --train-size 160000 --patience 4
+	$(VENV)/bin/captchalens train --out runs/default --name default
 	rm -rf captchalens/models/default && cp -r runs/default captchalens/models/default
 	$(VENV)/bin/captchalens convert --model captchalens/models/default
 
+# Every benchmark, then bench/README.md rebuilt from their reports (bench/results/*.md).
 bench: venv node chromium
-	$(PY) bench/run_all.py
+	$(PY) bench/python_bench.py
+	$(PY) bench/convert_quant.py
+	$(PY) bench/browser_bench.py
+	$(PY) bench/host_bench.py
+	$(PY) bench/retrain_bench.py
+	$(PY) bench/assemble.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

@@ -15,7 +15,9 @@ from PIL import Image, UnidentifiedImageError
 
 MAX_SIDE = 2048  # a captcha is small; refuse anything larger before decoding it
 MAX_PIXELS = 2048 * 1024  # and anything whose area could be a decompression bomb
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+# Only these decoders run: no EPS (Ghostscript), no exotic formats with a large attack surface.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 
 # Pillow's own bomb guard: raise (not warn) above this many pixels.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -30,7 +32,7 @@ def _open(data: bytes | str | os.PathLike, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-            im = Image.open(src)
+            im = Image.open(src, formats=FORMATS)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:

@@ -41,7 +41,7 @@ def _wxh(s: str) -> tuple[int, int]:
 
 
 def register(sub) -> None:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model on generated captchas or a folder of labelled ones",
@@ -139,7 +139,8 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, train_generated
+    from .config import TrainConfig
+    from .train import train_generated
 
     if getattr(args, "data", None):
         from .retrain import train_folder  # the retrain path (a user's own captchas)
