@@ -3,7 +3,7 @@
  * Only the background talks to the host; every request has a timeout, and a
  * host that is not running gives one clear message.
  */
-/* global loadSettings, STATE_KEYS, HOST_DOWN_HINT, hostOrigin */
+/* global loadSettings, STATE_KEYS, HOST_DOWN_HINT */
 /* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPair, HOST_TIMEOUT_MS */
 
 /** How long a request to the local host may take before it counts as not running. */
@@ -69,14 +69,14 @@ async function hostRequest(path, opts = {}) {
         credentials: 'omit', cache: 'no-store',
       });
     } catch (e) {
-      throw await unreachable(hostUrl, controller.signal.aborted, timeoutMs);
+      throw unreachable(hostUrl, controller.signal.aborted, timeoutMs);
     }
     let data = null;
     try {
       data = await resp.json();
     } catch (e) {
       if (controller.signal.aborted) {
-        throw await unreachable(hostUrl, true, timeoutMs);
+        throw unreachable(hostUrl, true, timeoutMs);
       }
     }
     if (!resp.ok) {
@@ -95,25 +95,16 @@ async function hostRequest(path, opts = {}) {
 }
 
 /**
- * The error for a host that could not be reached (refused, timed out, or blocked).
+ * The error for a host that could not be reached (refused or timed out).
  * @param {string} hostUrl
  * @param {boolean} timedOut
  * @param {number} timeoutMs
- * @returns {Promise<HostError>}
+ * @returns {HostError}
  */
-async function unreachable(hostUrl, timedOut, timeoutMs) {
-  let message = timedOut
+function unreachable(hostUrl, timedOut, timeoutMs) {
+  const message = timedOut
     ? `The local host did not answer at ${hostUrl} within ${timeoutMs / 1000} s: it is not running (${HOST_DOWN_HINT}).`
     : `The local host is not running at ${hostUrl} (${HOST_DOWN_HINT}).`;
-  let allowed = true;
-  try {
-    allowed = await chrome.permissions.contains({ origins: [hostOrigin(hostUrl)] });
-  } catch (e) {
-    // an odd URL: keep the plain message
-  }
-  if (!allowed && !timedOut) {
-    message += ' If it is running, allow CaptchaLens to reach it: options, "Pair with local host".';
-  }
   return new HostError(message, { down: true });
 }
 

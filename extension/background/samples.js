@@ -35,6 +35,23 @@ function checkLabel(text) {
 }
 
 /**
+ * POST one sample; when the host does not know the model it names, send it for the host's default.
+ * @param {Object} sample
+ * @returns {Promise<{saved: string, count: number}>}
+ */
+async function sendSample(sample) {
+  try {
+    return await hostSample(sample);
+  } catch (e) {
+    if (e.status !== 404 || !sample.model) {
+      throw e;
+    }
+    const { model, ...rest } = sample;
+    return hostSample(rest);
+  }
+}
+
+/**
  * Queued corrections.
  * @returns {Promise<Object[]>}
  */
@@ -87,7 +104,7 @@ async function submitCorrection(correction) {
     sample.model = String(correction.model);
   }
   try {
-    const saved = await hostSample(sample);
+    const saved = await sendSample(sample);
     flushSampleQueue().catch(() => {}); // the host is up: send what waited
     return { ok: true, queued: false, message: `Thanks: saved for retraining (${saved.count} samples).` };
   } catch (e) {
@@ -117,7 +134,7 @@ function flushSampleQueue() {
       while (sent + dropped < queue.length) {
         const { queuedAt, ...sample } = queue[sent + dropped];
         try {
-          await hostSample(sample);
+          await sendSample(sample);
           sent++;
         } catch (e) {
           if (e.down || e.unpaired) {

@@ -253,7 +253,13 @@
       };
     }
     if (!(await waitForLoad(el, waitMs))) {
-      return { ok: false, code: 'not_loaded', message: 'The captcha image has not loaded (yet): try again when it shows.' };
+      const broken = el.complete; // finished, yet no pixels: the image failed to load
+      return {
+        ok: false, code: broken ? 'unreadable' : 'not_loaded',
+        message: broken
+          ? 'The image is not readable: it failed to load, so the page shows no captcha to read. Reload the captcha first.'
+          : 'The captcha image has not finished loading: try again when it shows.',
+      };
     }
     const selector = dom.uniqueSelector(el);
     const pixels = drawPixels(el);

@@ -3,7 +3,7 @@
  * to chrome.storage.local, then a change message to the background. Also the
  * local host buttons (test, pair, send queued corrections) and the shortcut.
  */
-/* global MESSAGE, SETTINGS_DEFAULTS, loadSettings, saveSettings, hostOrigin, renderSites */
+/* global MESSAGE, SETTINGS_DEFAULTS, STATE_KEYS, loadSettings, saveSettings, renderSites */
 'use strict';
 
 /** How long the "Saved" note stays. */
@@ -126,23 +126,38 @@ async function testHost() {
   }
 }
 
-/** Allow the extension to reach the host (optional permission), then pair (POST /pair). */
+/** Pair with the local host (POST /pair: it gives its token to this extension only). */
 async function pair() {
   const { hostUrl } = await loadSettings();
-  let granted = false;
-  try {
-    granted = await chrome.permissions.request({ origins: [hostOrigin(hostUrl)] });
-  } catch (e) {
-    granted = false; // the host may still answer CORS requests from this extension
-  }
   say('hostStatus', 'Pairing\u2026', true);
   const answer = await ask({ type: MESSAGE.PAIR });
   if (answer.ok) {
     say('hostStatus', `Paired with the local host at ${hostUrl}.`, true);
+    await showToken();
   } else {
-    const hint = granted ? '' : ' (access to the local host was not allowed)';
-    say('hostStatus', `Not paired: ${answer.error}${hint}`, false);
+    say('hostStatus', `Not paired: ${answer.error}`, false);
   }
+}
+
+/** Show whether a token is stored (never the token itself). */
+async function showToken() {
+  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
+  const field = document.getElementById('token');
+  field.value = '';
+  field.placeholder = stored[STATE_KEYS.TOKEN] ? 'paired (token stored)' : 'not paired';
+}
+
+/** Store a token pasted from `captchalens token` (for hosts started with --no-pairing). */
+async function saveToken() {
+  const field = document.getElementById('token');
+  const token = field.value.trim();
+  if (!/^[A-Za-z0-9_-]{16,256}$/.test(token)) {
+    say('hostStatus', 'A token is the line `captchalens token` prints (letters, digits, - and _).', false);
+    return;
+  }
+  await chrome.storage.local.set({ [STATE_KEYS.TOKEN]: token });
+  say('hostStatus', 'Token saved.', true);
+  await showToken();
 }
 
 /** Show how many corrections wait for the host. */
@@ -183,6 +198,7 @@ async function init() {
   document.getElementById('testHost').addEventListener('click', testHost);
   document.getElementById('pair').addEventListener('click', pair);
   document.getElementById('flush').addEventListener('click', flush);
+  document.getElementById('token').addEventListener('change', saveToken);
   document.getElementById('changeShortcut').addEventListener('click', () => {
     chrome.tabs.create({ url: 'chrome://extensions/shortcuts' });
   });
@@ -190,6 +206,7 @@ async function init() {
   fillModels(status.ok ? status.models : null);
   fillForm(await loadSettings()); // the model list now holds the stored model
   await renderSites();
+  await showToken();
   await showShortcut();
   document.body.dataset.ready = 'true'; // for tests: everything above has run
 }

@@ -5,8 +5,7 @@
  * popup (<script>). Nothing here survives in memory: every reader calls
  * loadSettings(), so a restarted service worker sees the same values.
  */
-/* exported SETTINGS_DEFAULTS, ENGINES, STATE_KEYS, loadSettings, checkSettings, saveSettings,
-            hostOrigin, sitePattern */
+/* exported SETTINGS_DEFAULTS, ENGINES, STATE_KEYS, loadSettings, checkSettings, saveSettings, sitePattern */
 
 /** Every option and its default value (the storage key is the option's name). */
 var SETTINGS_DEFAULTS = Object.freeze({
@@ -110,16 +109,6 @@ async function saveSettings(values) {
   const clean = checkSettings(values);
   await chrome.storage.local.set(clean);
   return clean;
-}
-
-/**
- * The host permission pattern for a local host URL (ports are not part of patterns).
- * @param {string} hostUrl
- * @returns {string}
- */
-function hostOrigin(hostUrl) {
-  const url = new URL(hostUrl);
-  return `${url.protocol}//${url.hostname}/*`;
 }
 
 /**
