@@ -255,6 +255,54 @@ def test_model_missing_in_the_browser_says_why(browser, sw, page):
     expect(overlay(page, "message")).to_contain_text("local host is not running")
 
 
+def test_cross_origin_image_inside_a_frame(setup, browser, sw, page):
+    """A same-site frame showing another site's image: the screen crop adds the frame's offset."""
+    png, label, rgba = sb.captcha(seed=26)
+    with sb.serving({"/c.png": sb.png(png)}) as images:
+        inner = (f"<form style='margin:37px 0 0 23px'><img src='{images.url('/c.png')}'>"
+                 f"<input id=answer name=captcha></form>")
+        outer = "<h1>Sign in</h1><iframe id=fr src='/inner' width=400 height=200 style='border:5px solid #ccc'></iframe>"
+        routes = {"/": sb.html(sb.page_html("outer", outer)), "/inner": sb.html(sb.page_html("inner", inner))}
+        with sb.serving(routes) as server:
+            open_page(browser, page, server)
+            frame = page.frame_locator("#fr")
+            expect(frame.locator("img")).to_be_visible()
+            tab = sb.tab_of(sw, page)
+            frames = sw.evaluate("""async (tabId) => (await chrome.scripting.executeScript({
+                target: {tabId, allFrames: true}, func: () => location.pathname})).map((r) => [r.frameId, r.result])""",
+                                 tab["id"])
+            frame_id = next(fid for fid, path in frames if path == "/inner")
+            result = sb.solve_from_menu(sw, page, images.url("/c.png"), frame_id=frame_id)
+    assert result["ok"] and result["via"] == "screenshot", result
+    assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the crop missed the image inside the frame"
+    expect(frame.locator("#answer")).to_have_value(expected(setup, rgba, label))
+
+
+def test_messages_from_pages_cannot_use_the_options_powers(browser, sw, page):
+    """The popup's solve request works from the extension's pages; a content script (in a web
+    page) may send corrections but not pair, change options or solve other tabs."""
+    png, label, rgba = sb.captcha(seed=27)
+    body = "<form><img id=cap src='/c.png' alt='captcha'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("messages", body)), "/c.png": sb.png(png)}) as server:
+        open_page(browser, page, server)
+        tab = sb.tab_of(sw, page)
+        from_page = sw.evaluate("""async (tabId) => (await chrome.scripting.executeScript({target: {tabId},
+            func: async () => Promise.all(['pair', 'solvePage', 'optionsChanged', 'flushSamples', 'nonsense'].map(
+                (type) => chrome.runtime.sendMessage({type, tabId: 0})))}))[0].result""", tab["id"])
+        assert [r["ok"] for r in from_page] == [False] * 5
+        assert all("not accepted from this sender" in r["error"] for r in from_page[:4])
+        assert "unknown message type" in from_page[4]["error"]
+
+        options = browser.ctx.new_page()
+        try:
+            options.goto(f"chrome-extension://{browser.ext_id}/popup/popup.html")
+            result = options.evaluate("(tabId) => chrome.runtime.sendMessage({type: 'solvePage', tabId})", tab["id"])
+        finally:
+            options.close()
+    assert result["ok"] and result["imageSelector"] == "#cap", result
+    expect(page.locator("#answer")).to_have_value(result["text"])
+
+
 # ---- site memory, shortcut, auto-solve, restarts -----------------------------------------------
 DECOY_PAGE = ("<form><img id=banner src='/banner.png' alt='banner'>"
               "<p><img id=cap src='/c.png'></p><input id=other name=username><input id=answer name=answer></form>")
@@ -483,3 +531,20 @@ def test_auto_engine_keeps_its_answer_when_the_host_is_down(setup, browser, sw, 
     assert result["ok"] and result["source"] == "browser", result
     assert result["text"] == expected(setup, rgba, label)
     expect(overlay(page, "message")).to_contain_text("local host could not check it")
+
+
+def test_demo_page_of_the_local_host(setup, browser, sw, page, host_home):
+    """`make run`, open /demo, right-click the captcha, Check: the story the README tells."""
+    with sb.local_host(setup.keras_dir, setup.ext_dir) as url:
+        page.goto(url + "/demo")
+        sb.click_toolbar_button(browser.ctx, page, browser.ext_id)
+        src = page.get_attribute("#captcha", "src")
+        result = sb.solve_from_menu(sw, page, src)
+        assert result["ok"] and result["inputSelector"] == "#answer", result
+        expect(page.locator("#answer")).to_have_value(result["text"])
+        page.click("button[type=submit]")
+        verdict = page.locator("#result")
+        if setup.trained:
+            expect(verdict).to_contain_text("Right")
+        else:
+            expect(verdict).to_contain_text(result["text"])
