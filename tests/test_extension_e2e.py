@@ -303,6 +303,28 @@ def test_messages_from_pages_cannot_use_the_options_powers(browser, sw, page):
     expect(page.locator("#answer")).to_have_value(result["text"])
 
 
+def test_model_that_fails_to_load_says_so(browser, sw, page):
+    """The engine's own load errors are tested with the engine; here: what the user sees."""
+    png, _, _ = sb.captcha(seed=28)
+    sw.evaluate("""async () => {
+        await forgetModels();
+        self.realLoadModel = CaptchaLensEngine.loadModel;
+        CaptchaLensEngine.loadModel = async () => {
+            throw new Error("model 'default' failed to load: cannot fetch model.json: HTTP 404"); };
+    }""")
+    body = "<form><img src='/c.png'><input id=answer name=captcha></form>"
+    try:
+        with sb.serving({"/": sb.html(sb.page_html("model", body)), "/c.png": sb.png(png)}) as server:
+            open_page(browser, page, server)
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+    finally:
+        sw.evaluate("async () => { CaptchaLensEngine.loadModel = self.realLoadModel; await forgetModels(); }")
+    assert not result["ok"] and result["code"] == "model_failed", result
+    message = overlay(page, "message")
+    expect(message).to_contain_text("The in-browser model failed to load: model 'default' failed to load")
+    expect(message).to_contain_text("local host is not running")
+
+
 # ---- site memory, shortcut, auto-solve, restarts -----------------------------------------------
 DECOY_PAGE = ("<form><img id=banner src='/banner.png' alt='banner'>"
               "<p><img id=cap src='/c.png'></p><input id=other name=username><input id=answer name=answer></form>")

@@ -117,6 +117,9 @@ async function processMessage(msg, sender) {
       if (!own) {
         return refuse;
       }
+      if (!Number.isInteger(msg.tabId)) {
+        return { ok: false, error: 'solvePage needs the tab id' };
+      }
       const tab = await chrome.tabs.get(msg.tabId);
       return solveActiveTab(tab, 'popup');
     }

@@ -25,6 +25,9 @@ const MENU_PAGE = 'solve-captcha-page';
  * @returns {Promise<Object>} what solveInFrame returns
  */
 function solveFromMenu(info, tab) {
+  if (!tab || typeof tab.id !== 'number' || tab.id < 0) {
+    return Promise.resolve({ ok: false, code: 'no_tab', message: 'CaptchaLens works on web pages in tabs only.' });
+  }
   return solveInFrame({
     tabId: tab.id,
     windowId: tab.windowId,

@@ -67,22 +67,54 @@
   }
 
   /**
-   * Put the overlay's host under the anchor (or at the top right when there is none).
-   * @param {HTMLElement} host
-   * @param {Element|null} anchor
+   * Do two rectangles overlap?
+   * @param {{left: number, top: number, right: number, bottom: number}} a
+   * @param {{left: number, top: number, right: number, bottom: number}} b
+   * @returns {boolean}
    */
-  function place(host, anchor) {
+  function overlaps(a, b) {
+    return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  }
+
+  /**
+   * Place the overlay's host beside the anchor: right of it, else below it, below or
+   * right of the filled input, above or left of the anchor — the first spot inside
+   * the viewport that leaves the filled input visible.
+   * Without an anchor: the top right corner of the viewport.
+   * @param {HTMLElement} host  already in the document (so its size is known)
+   * @param {Element|null} anchor  the captcha element
+   * @param {Element|null} avoid  the input the answer went into
+   */
+  function place(host, anchor, avoid) {
     host.style.setProperty('z-index', '2147483647', 'important');
-    if (anchor && anchor.isConnected) {
-      const r = anchor.getBoundingClientRect();
-      host.style.setProperty('position', 'absolute', 'important');
-      host.style.setProperty('left', `${Math.max(0, r.left + scrollX)}px`, 'important');
-      host.style.setProperty('top', `${r.bottom + scrollY + GAP}px`, 'important');
-    } else {
+    if (!anchor || !anchor.isConnected) {
       host.style.setProperty('position', 'fixed', 'important');
       host.style.setProperty('right', '12px', 'important');
       host.style.setProperty('top', '12px', 'important');
+      return;
     }
+    const r = anchor.getBoundingClientRect();
+    const w = host.offsetWidth;
+    const h = host.offsetHeight;
+    const keep = avoid && avoid.isConnected ? avoid.getBoundingClientRect() : null;
+    const spots = [
+      { left: r.right + GAP, top: r.top },
+      { left: r.left, top: r.bottom + GAP },
+    ];
+    if (keep) {
+      spots.push({ left: Math.min(r.left, keep.left), top: Math.max(r.bottom, keep.bottom) + GAP });
+      spots.push({ left: keep.right + GAP, top: keep.top });
+    }
+    spots.push({ left: r.left, top: r.top - GAP - h }, { left: r.left - GAP - w, top: r.top });
+    const fits = (spot) => {
+      const box = { left: spot.left, top: spot.top, right: spot.left + w, bottom: spot.top + h };
+      return box.left >= 0 && box.top >= 0 && box.right <= innerWidth && box.bottom <= innerHeight &&
+        !(keep && overlaps(box, keep));
+    };
+    const spot = spots.find(fits) || spots[1];
+    host.style.setProperty('position', 'absolute', 'important');
+    host.style.setProperty('left', `${Math.max(0, spot.left + scrollX)}px`, 'important');
+    host.style.setProperty('top', `${Math.max(0, spot.top + scrollY)}px`, 'important');
   }
 
   /**
@@ -121,6 +153,7 @@
    * @param {string} [view.level]  'error' | 'warn' | 'info'
    * @param {function(string): Promise<{ok: boolean, message: string}>} [view.onCorrect]
    *        called with the typed answer; the box is shown only when given
+   * @param {Element|null} [view.avoid]  an element the overlay must not cover (the filled input)
    * @returns {ShadowRoot}
    */
   function showOverlay(anchor, view) {
@@ -189,8 +222,12 @@
         removeOverlay();
       }
     });
-    place(host, anchor);
+    host.style.setProperty('position', 'absolute', 'important');
+    host.style.setProperty('display', 'block', 'important');
+    host.style.setProperty('visibility', 'hidden', 'important');
     document.documentElement.appendChild(host);
+    place(host, anchor, view.avoid || null);
+    host.style.removeProperty('visibility');
     return root;
   }
 

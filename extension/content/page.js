@@ -76,7 +76,7 @@
     }
     const message = notes.join(' ');
     showOverlay(image, {
-      text: args.text, confidence: args.confidence, source: args.source, message, level,
+      text: args.text, confidence: args.confidence, source: args.source, message, level, avoid: input,
       onCorrect: async (typed) => {
         const result = await chrome.runtime.sendMessage({
           type: MESSAGE.CORRECTION, image: args.image, text: typed, site: location.hostname, model: args.model,
