@@ -61,9 +61,12 @@ def launch(playwright, user_data_dir: str | os.PathLike, ext_dir: Path = EXTENSI
     wrapper_dir.mkdir(exist_ok=True)
     args = CHROMIUM_FLAGS + [f"--disable-extensions-except={ext_dir}", f"--load-extension={ext_dir}",
                              "--enable-unsafe-extension-debugging", *extra_args]
+    if any(a.startswith("--force-device-scale-factor") for a in extra_args):
+        screen = {"no_viewport": True}  # a real scale factor: Playwright must not emulate one
+    else:
+        screen = {"viewport": {"width": 1000, "height": 700}, "device_scale_factor": 1}
     return playwright.chromium.launch_persistent_context(
-        str(user_data_dir), executable_path=niced_chromium(wrapper_dir), headless=True, args=args,
-        viewport={"width": 1000, "height": 700}, device_scale_factor=1)
+        str(user_data_dir), executable_path=niced_chromium(wrapper_dir), headless=True, args=args, **screen)
 
 
 def service_worker(ctx, ext_id: str, timeout_ms: float = 15000):

@@ -70,6 +70,7 @@ def setup(request, tmp_path_factory) -> Setup:
 class Browser:
     ctx: object
     ext_id: str
+    playwright: object
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def browser(setup, tmp_path_factory):
     with sync_playwright() as p:
         ctx = sb.launch(p, tmp_path_factory.mktemp("chromium") / "profile", setup.ext_dir)
         sb.service_worker(ctx, setup.ext_id)
-        yield Browser(ctx, setup.ext_id)
+        yield Browser(ctx, setup.ext_id, p)
         ctx.close()
 
 
@@ -323,6 +324,32 @@ def test_model_that_fails_to_load_says_so(browser, sw, page):
     message = overlay(page, "message")
     expect(message).to_contain_text("The in-browser model failed to load: model 'default' failed to load")
     expect(message).to_contain_text("local host is not running")
+
+
+def test_hidpi_screen_crop_keeps_the_on_screen_size(setup, browser, tmp_path):
+    """A 2x screen (and the same for page zoom): the crop is the image as drawn, 320x120."""
+    png, label, rgba = sb.captcha(seed=29)
+    with sb.serving({"/c.png": sb.png(png)}) as images:
+        body = f"<div style='height:900px'>scroll down</div><form><img src='{images.url('/c.png')}'><input id=answer></form>"
+        with sb.serving({"/": sb.html(sb.page_html("hidpi", body))}) as server:
+            ctx = sb.launch(browser.playwright, tmp_path / "profile", setup.ext_dir,
+                            extra_args=["--force-device-scale-factor=2"])
+            try:
+                sw = sb.service_worker(ctx, setup.ext_id)
+                sb.set_storage(sw, {"engine": "browser"})
+                page = ctx.new_page()
+                page.goto(server.url("/"))
+                assert page.evaluate("devicePixelRatio") == 2
+                sb.click_toolbar_button(ctx, page, setup.ext_id)
+                result = sb.solve_from_menu(sw, page, images.url("/c.png"))
+                assert result["ok"], result
+                assert (result["via"], result["width"], result["height"]) == ("screenshot", 320, 120)
+                assert page.evaluate("scrollY") > 0, "the image was scrolled into view first"
+                expect(page.locator("#answer")).to_have_value(result["text"])
+                if setup.trained:
+                    assert result["text"] == label
+            finally:
+                ctx.close()
 
 
 # ---- site memory, shortcut, auto-solve, restarts -----------------------------------------------

@@ -73,18 +73,21 @@ async function captureVisible(windowId) {
 /**
  * Crop an element out of a screenshot of the visible tab, at its on-screen pixel size.
  * @param {number} windowId  the tab's window (the tab must be the active one)
- * @param {{x: number, y: number, width: number, height: number}} rect  CSS pixels in the viewport
- * @param {number} dpr  device pixels per CSS pixel
+ * @param {{x: number, y: number, width: number, height: number}} rect  CSS pixels in the top viewport
+ * @param {number} dpr  the page's devicePixelRatio
+ * @param {{width: number, height: number}|null} viewport  the top viewport in CSS pixels: the
+ *        screenshot's width over it gives the scale even when devicePixelRatio is emulated
  * @returns {Promise<{data: Uint8ClampedArray, width: number, height: number}>}
  */
-async function captureCrop(windowId, rect, dpr) {
+async function captureCrop(windowId, rect, dpr, viewport) {
   const dataUrl = await captureVisible(windowId);
   const bitmap = await createImageBitmap(await (await fetch(dataUrl)).blob());
   try {
-    const x0 = Math.max(0, Math.round(rect.x * dpr));
-    const y0 = Math.max(0, Math.round(rect.y * dpr));
-    const x1 = Math.min(bitmap.width, Math.round((rect.x + rect.width) * dpr));
-    const y1 = Math.min(bitmap.height, Math.round((rect.y + rect.height) * dpr));
+    const scale = viewport && viewport.width > 0 ? bitmap.width / viewport.width : dpr;
+    const x0 = Math.max(0, Math.round(rect.x * scale));
+    const y0 = Math.max(0, Math.round(rect.y * scale));
+    const x1 = Math.min(bitmap.width, Math.round((rect.x + rect.width) * scale));
+    const y1 = Math.min(bitmap.height, Math.round((rect.y + rect.height) * scale));
     const width = x1 - x0;
     const height = y1 - y0;
     if (width < 1 || height < 1) {

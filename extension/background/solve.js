@@ -118,7 +118,7 @@ async function solveInFrame(req) {
       if (!tab.active) {
         throw new Error('its tab is not in front, so it cannot be captured from the screen');
       }
-      rgba = await captureCrop(req.windowId, read.rect, read.dpr);
+      rgba = await captureCrop(req.windowId, read.rect, read.dpr, read.viewport);
     }
   } catch (e) {
     return fail('unreadable', `The image is not readable: ${e.message}`);

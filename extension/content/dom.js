@@ -157,6 +157,19 @@
   }
 
   /**
+   * Size of the top window's viewport in CSS pixels (what a tab screenshot shows),
+   * or null when an ancestor frame is cross-origin.
+   * @returns {{width: number, height: number}|null}
+   */
+  function topViewport() {
+    try {
+      return { width: window.top.innerWidth, height: window.top.innerHeight };
+    } catch (e) {
+      return null;
+    }
+  }
+
+  /**
    * Resolve after the browser has painted twice (so a scroll or a removed
    * overlay shows in a screenshot); gives up waiting after maxMs (hidden tabs do not paint).
    * @param {number} [maxMs]
@@ -173,6 +186,6 @@
   }
 
   self.CaptchaLensDom = Object.freeze({
-    isVisible, describe, uniqueSelector, contentRect, rectGap, frameOffset, afterPaint,
+    isVisible, describe, uniqueSelector, contentRect, rectGap, frameOffset, topViewport, afterPaint,
   });
 })();

@@ -229,7 +229,7 @@
    *   srcUrl: the right-clicked image; imageSelector: this site's remembered image;
    *   waitMs: how long to wait for the image to appear and load (auto-solve)
    * @returns {Promise<Object>} {ok: true, element, kind: 'pixels', width, height, data, selector}
-   *   | {ok: true, element, kind: 'screen', rect, dpr, selector} | {ok: false, code, message}
+   *   | {ok: true, element, kind: 'screen', rect, dpr, viewport, selector} | {ok: false, code, message}
    */
   async function readCaptcha(args) {
     const waitMs = args.waitMs || 0;
@@ -279,7 +279,7 @@
     }
     const r = dom.contentRect(el);
     return {
-      ok: true, element: el, kind: 'screen', selector, dpr: devicePixelRatio,
+      ok: true, element: el, kind: 'screen', selector, dpr: devicePixelRatio, viewport: dom.topViewport(),
       rect: { x: r.x + offset.x, y: r.y + offset.y, width: r.width, height: r.height },
     };
   }
