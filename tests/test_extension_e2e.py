@@ -27,6 +27,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 HOST_TIMEOUT_S = 3.0  # background/host.js HOST_TIMEOUT_MS
+TIE = 1e-3  # see agreed()
 GOOD_MODEL_ACCURACY = 0.9  # from this fresh-captcha accuracy on, the label itself is expected
 OVERLAY = "#captchalens-overlay"
 FORM_EVENTS = """<script>
@@ -104,12 +105,23 @@ def open_page(browser, page, server, path="/"):
     sb.click_toolbar_button(browser.ctx, page, browser.ext_id)
 
 
-def expected(setup, rgba, label):
-    """The TF solver's answer on these pixels (and the label, for a trained model)."""
-    answer = setup.solver.solve_pixels([rgba])[0].text
+def agreed(setup, rgba, label, text):
+    """Check the extension's answer against the TF solver on the same pixels (and against the
+    label, for a trained model); returns it. Probabilities closer than TIE may come out in either
+    order from TF and TF.js (a barely trained model is full of near-ties)."""
+    meta = setup.solver.meta
+    probs = setup.solver.probs([rgba])[0]
+    tf_text = setup.solver.solve_pixels([rgba])[0].text
+    if meta.decoding == "fixed" and len(text) == len(tf_text):
+        for i, ch in enumerate(text):
+            p = probs[i]
+            assert ch in meta.charset and p[meta.charset.index(ch)] >= p.max() - TIE, \
+                f"character {i} of {text!r} is not TF's ({tf_text!r}): the extension read or solved other pixels"
+    else:
+        assert text == tf_text
     if setup.trained:
-        assert answer == label, f"the default model misreads this test captcha ({answer} vs {label})"
-    return answer
+        assert text == label, f"the default model misreads this test captcha ({text} vs {label})"
+    return text
 
 
 def overlay(page, part):
@@ -132,7 +144,7 @@ def test_same_origin_image_fills_the_form(setup, browser, sw, page):
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/captcha.png"))
 
-    want = expected(setup, rgba, label)
+    want = agreed(setup, rgba, label, result["text"])
     assert result["ok"], result
     assert (result["via"], result["width"], result["height"]) == ("canvas", 160, 60)
     assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the extension read other pixels than the page shows"
@@ -161,8 +173,7 @@ def test_cross_origin_image_is_read_from_the_screen(setup, browser, sw, page):
     assert result["ok"], result
     assert (result["via"], result["width"], result["height"]) == ("screenshot", 160, 60)
     assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the screen crop differs from the image"
-    want = expected(setup, rgba, label)
-    assert result["text"] == want
+    want = agreed(setup, rgba, label, result["text"])
     expect(page.locator("#answer")).to_have_value(want)
 
 
@@ -184,8 +195,7 @@ def test_the_image_url_is_never_requested_again(setup, browser, sw, page):
     label, rgba = served[0]
     assert result["ok"], result
     assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes())
-    want = expected(setup, rgba, label)
-    assert result["text"] == want
+    want = agreed(setup, rgba, label, result["text"])
     expect(page.locator("#answer")).to_have_value(want)
 
 
@@ -196,7 +206,7 @@ def test_page_without_input_shows_the_answer_and_says_so(setup, browser, sw, pag
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
 
-    want = expected(setup, rgba, label)
+    want = agreed(setup, rgba, label, result["text"])
     assert result["ok"] and not result["filled"], result
     expect(overlay(page, "answer")).to_have_text(want)
     expect(overlay(page, "message")).to_contain_text("No input found")
@@ -222,7 +232,7 @@ def test_canvas_captcha_from_the_page_menu(setup, browser, sw, page):
     assert result["ok"], result
     assert result["imageSelector"] == "#cv"
     assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes())
-    want = expected(setup, rgba, label)
+    want = agreed(setup, rgba, label, result["text"])
     expect(page.locator("#answer")).to_have_value(want)
 
 
@@ -276,7 +286,7 @@ def test_cross_origin_image_inside_a_frame(setup, browser, sw, page):
             result = sb.solve_from_menu(sw, page, images.url("/c.png"), frame_id=frame_id)
     assert result["ok"] and result["via"] == "screenshot", result
     assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the crop missed the image inside the frame"
-    expect(frame.locator("#answer")).to_have_value(expected(setup, rgba, label))
+    expect(frame.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
 
 
 def test_messages_from_pages_cannot_use_the_options_powers(browser, sw, page):
@@ -352,6 +362,25 @@ def test_hidpi_screen_crop_keeps_the_on_screen_size(setup, browser, tmp_path):
                 ctx.close()
 
 
+def test_page_not_granted_says_so_on_the_toolbar_button(browser, sw, page):
+    """Without the user's gesture on that tab, nothing is read; the toolbar button says why."""
+    png, _, _ = sb.captcha(seed=30)
+    body = "<form><img src='/c.png'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("no grant", body)), "/c.png": sb.png(png)}) as server:
+        page.goto(server.url("/"))
+        page.bring_to_front()
+        tab = sw.evaluate("async () => { const [t] = await chrome.tabs.query({active: true, lastFocusedWindow: true});"
+                          " return {id: t.id, windowId: t.windowId, url: t.url}; }")
+        assert tab["url"] is None, "the extension must not see this tab before the user asks"
+        info = {"menuItemId": "solve-captcha-image", "frameId": 0, "srcUrl": server.url("/c.png"), "mediaType": "image"}
+        result = sw.evaluate("([info, tab]) => self.solveFromMenu(info, tab)", [info, tab])
+        assert server.hits("/c.png") == 1
+    assert not result["ok"] and result["code"] == "no_access", result
+    assert sw.evaluate("(tabId) => chrome.action.getBadgeText({tabId})", tab["id"]) == "!"
+    assert "right-click the captcha" in sw.evaluate("(tabId) => chrome.action.getTitle({tabId})", tab["id"])
+    expect(page.locator("#answer")).to_have_value("")
+
+
 # ---- site memory, shortcut, auto-solve, restarts -----------------------------------------------
 DECOY_PAGE = ("<form><img id=banner src='/banner.png' alt='banner'>"
               "<p><img id=cap src='/c.png'></p><input id=other name=username><input id=answer name=answer></form>")
@@ -373,7 +402,7 @@ def test_shortcut_solves_the_remembered_captcha(setup, browser, sw, page):
         # what the keyboard shortcut (and the popup's button) runs: no image URL, the site's memory decides
         again = sw.evaluate("(tab) => self.solveActiveTab(tab, 'shortcut')", tab)
     assert again["ok"] and again["imageSelector"] == "#cap", again
-    want = expected(setup, rgba, label)
+    want = agreed(setup, rgba, label, again["text"])
     expect(page.locator("#answer")).to_have_value(want)
 
 
@@ -387,7 +416,7 @@ def test_auto_solve_fills_a_remembered_site_when_sure(setup, browser, sw, page):
         # what the registered auto-solve script's message runs
         result = sw.evaluate("(tab) => self.autoSolveFromPage({tab, frameId: 0})", tab)
         assert result["ok"], result
-        expect(page.locator("#answer")).to_have_value(expected(setup, rgba, label))
+        expect(page.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
         # unsure answers are shown but not typed in
         page.fill("#answer", "")
         sb.set_storage(sw, {"threshold": 1.0})
@@ -415,7 +444,7 @@ def test_solving_survives_a_service_worker_restart(setup, browser, sw, page):
         result = sb.solve_from_menu(fresh, page, server.url("/c.png"))
     assert result["ok"], result
     assert sb.get_storage(fresh, "engine")["engine"] == "browser", "options live in storage, not in the worker"
-    expect(page.locator("#answer")).to_have_value(expected(setup, rgba, label))
+    expect(page.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
 
 
 # ---- options ----------------------------------------------------------------------------------
@@ -519,8 +548,7 @@ def test_local_host_pairs_solves_and_keeps_corrections(setup, browser, sw, page,
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
         assert result["ok"] and result["source"] == "host", result
-        want = expected(setup, rgba, label)
-        assert result["text"] == want
+        want = agreed(setup, rgba, label, result["text"])
         expect(page.locator("#answer")).to_have_value(want)
         expect(overlay(page, "meta")).to_contain_text("local host")
 
@@ -568,7 +596,7 @@ def test_auto_engine_asks_the_host_when_unsure(setup, browser, sw, page, host_ho
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
     assert result["ok"] and result["source"] == "host", result
-    assert result["text"] == expected(setup, rgba, label)
+    agreed(setup, rgba, label, result["text"])
 
 
 def test_auto_engine_keeps_its_answer_when_the_host_is_down(setup, browser, sw, page):
@@ -578,7 +606,7 @@ def test_auto_engine_keeps_its_answer_when_the_host_is_down(setup, browser, sw, 
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
     assert result["ok"] and result["source"] == "browser", result
-    assert result["text"] == expected(setup, rgba, label)
+    agreed(setup, rgba, label, result["text"])
     expect(overlay(page, "message")).to_contain_text("local host could not check it")
 
 

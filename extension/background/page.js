@@ -45,11 +45,22 @@ async function callPage(target, method, args) {
 /**
  * A user-readable reason why the extension may not run in a page.
  * @param {Error} error  from scripting.executeScript
+ * @param {{frameId?: number, frameUrl?: string}} [where]  the frame it was asked to read
  * @returns {string}
  */
-function pageAccessMessage(error) {
+function pageAccessMessage(error, where = {}) {
   const text = (error && error.message) || String(error);
   if (/Cannot access|must request permission|activeTab/i.test(text)) {
+    if (where.frameId) {
+      let site = 'another site';
+      try {
+        site = new URL(where.frameUrl).hostname || site;
+      } catch (e) {
+        // no frame URL: keep the generic name
+      }
+      return `The captcha is inside a frame from ${site}, which CaptchaLens may not read from this page. ` +
+        'Open that frame on its own (its address is in the frame\'s right-click menu) and solve it there.';
+    }
     return 'CaptchaLens may read a page only when you ask it to: right-click the captcha and choose ' +
       '"Solve captcha" (or use the toolbar button or the shortcut on that page).';
   }

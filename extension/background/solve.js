@@ -32,6 +32,7 @@ function solveFromMenu(info, tab) {
     tabId: tab.id,
     windowId: tab.windowId,
     frameId: info.frameId || 0,
+    frameUrl: info.frameUrl || '',
     srcUrl: info.menuItemId === MENU_PAGE ? '' : (info.srcUrl || ''),
     trigger: 'menu',
   });
@@ -64,6 +65,7 @@ async function autoSolveFromPage(sender) {
  * @param {number} req.tabId
  * @param {number} req.windowId
  * @param {number} [req.frameId]
+ * @param {string} [req.frameUrl]  the frame's address (for messages)
  * @param {string} [req.srcUrl]  the right-clicked image's URL (never requested again)
  * @param {string} req.trigger  'menu' | 'shortcut' | 'popup' | 'auto'
  * @returns {Promise<Object>} {ok, text, confidence, source, model, via, width, height, pixelsHash,
@@ -79,7 +81,11 @@ async function solveInFrame(req) {
     await injectPage(target);
     where = await callPage(target, 'hello');
   } catch (e) {
-    return { ok: false, code: 'no_access', message: pageAccessMessage(e) };
+    const message = pageAccessMessage(e, req);
+    if (!auto) {
+      await tellUser(req, message);
+    }
+    return { ok: false, code: 'no_access', message };
   }
   const memory = settings.rememberSites ? await siteMemory(where.site) : null;
   if (auto && !(settings.autoSolve && memory && memory.autoSolve)) {
@@ -142,6 +148,7 @@ async function solveInFrame(req) {
     image: await pngDataUrl(rgba),
     lowConfidence,
   });
+  chrome.action.setBadgeText({ tabId: req.tabId, text: '' }).catch(() => {}); // clear an earlier "!"
   if (settings.rememberSites && shown.filled && where.site) {
     await rememberSite(where.site, { image: read.selector, input: shown.inputSelector, model: answer.model });
   }
@@ -163,6 +170,33 @@ async function solveInFrame(req) {
     message: shown.message,
     ms: performance.now() - t0,
   };
+}
+
+/**
+ * Show a message when the frame itself cannot be used: in the tab's top frame if
+ * CaptchaLens may read that, else on the toolbar button (badge "!" and its tooltip).
+ * @param {{tabId: number, frameId?: number}} req
+ * @param {string} message
+ * @returns {Promise<void>}
+ */
+async function tellUser(req, message) {
+  if (req.frameId) {
+    const top = { tabId: req.tabId, frameIds: [0] };
+    try {
+      await injectPage(top);
+      await callPage(top, 'showMessage', { message });
+      return;
+    } catch (e) {
+      // the top frame is off limits too: use the toolbar button
+    }
+  }
+  try {
+    await chrome.action.setBadgeBackgroundColor({ tabId: req.tabId, color: '#a4161a' });
+    await chrome.action.setBadgeText({ tabId: req.tabId, text: '!' });
+    await chrome.action.setTitle({ tabId: req.tabId, title: `CaptchaLens: ${message}` });
+  } catch (e) {
+    console.warn(`CaptchaLens: ${message}`);
+  }
 }
 
 /**
