@@ -93,11 +93,14 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     for key in ("loss", "val_loss"):
         if key in rows[0]:
             axes[0].plot(ep, [float(r[key]) for r in rows], marker="o", label=key)
-    axes[0].set_xlabel("epoch"); axes[0].set_title("loss"); axes[0].legend()  # noqa: E702
+    axes[0].set_xlabel("epoch"); axes[0].set_title("loss")  # noqa: E702
     for key in ("captcha_acc", "val_captcha_acc"):
         if key in rows[0]:
             axes[1].plot(ep, [float(r[key]) for r in rows], marker="o", label=key)
-    axes[1].set_xlabel("epoch"); axes[1].set_title("whole-captcha accuracy"); axes[1].legend()  # noqa: E702
+    axes[1].set_xlabel("epoch"); axes[1].set_title("whole-captcha accuracy")  # noqa: E702
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     tmp = png_path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)
