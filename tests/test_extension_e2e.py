@@ -428,6 +428,10 @@ def test_auto_solve_fills_a_remembered_site_when_sure(setup, browser, sw, page):
         sb.set_storage(sw, {"autoSolve": False})
         result = sw.evaluate("(tab) => self.autoSolveFromPage({tab, frameId: 0})", tab)
         assert result["code"] == "not_enabled"
+    # the on-load script is registered only for sites whose access the user granted (none here)
+    sb.set_storage(sw, {"autoSolve": True})
+    assert sw.evaluate("syncAutoSolveScripts()") == []
+    assert sw.evaluate("chrome.scripting.getRegisteredContentScripts()") == []
 
 
 def test_solving_survives_a_service_worker_restart(setup, browser, sw, page):

@@ -105,6 +105,27 @@ async function solveInFrame(req) {
     return { ok: false, code, message, ms: performance.now() - t0 };
   };
 
+  try {
+    return await solveRead(req, target, settings, memory, where, fail, t0);
+  } catch (e) {
+    // the page went away (closed, navigated) between two steps
+    return { ok: false, code: 'page_gone', message: `The page changed while solving: ${e.message}` };
+  }
+}
+
+/**
+ * Steps 1-4 once the content script answers: read, solve, show and fill, remember.
+ * @param {Object} req  see solveInFrame
+ * @param {{tabId: number, frameIds: number[]}} target
+ * @param {Object} settings
+ * @param {Object|null} memory  the site's memory
+ * @param {{site: string}} where  the frame's hello()
+ * @param {function(string, string): Promise<Object>} fail  reports a failure
+ * @param {number} t0  start time (ms)
+ * @returns {Promise<Object>} see solveInFrame
+ */
+async function solveRead(req, target, settings, memory, where, fail, t0) {
+  const auto = req.trigger === 'auto';
   const read = await callPage(target, 'read', {
     srcUrl: req.srcUrl || '',
     imageSelector: req.srcUrl ? '' : ((memory && memory.image) || ''),
@@ -114,18 +135,8 @@ async function solveInFrame(req) {
     return fail(read.code, read.message);
   }
   let rgba;
-  let via = 'canvas';
   try {
-    if (read.kind === 'pixels') {
-      rgba = rgbaFromBase64(read.data, read.width, read.height);
-    } else {
-      via = 'screenshot';
-      const tab = await chrome.tabs.get(req.tabId);
-      if (!tab.active) {
-        throw new Error('its tab is not in front, so it cannot be captured from the screen');
-      }
-      rgba = await captureCrop(req.windowId, read.rect, read.dpr, read.viewport);
-    }
+    rgba = await pixelsOf(read, req);
   } catch (e) {
     return fail('unreadable', `The image is not readable: ${e.message}`);
   }
@@ -148,7 +159,7 @@ async function solveInFrame(req) {
     image: await pngDataUrl(rgba),
     lowConfidence,
   });
-  chrome.action.setBadgeText({ tabId: req.tabId, text: '' }).catch(() => {}); // clear an earlier "!"
+  clearToolbarNote(req.tabId);
   if (settings.rememberSites && shown.filled && where.site) {
     await rememberSite(where.site, { image: read.selector, input: shown.inputSelector, model: answer.model });
   }
@@ -159,7 +170,7 @@ async function solveInFrame(req) {
     source: answer.source,
     model: answer.model,
     backend: answer.backend || '',
-    via,
+    via: read.kind === 'pixels' ? 'canvas' : 'screenshot',
     width: rgba.width,
     height: rgba.height,
     pixelsHash: pixelsHash(rgba),
@@ -170,6 +181,33 @@ async function solveInFrame(req) {
     message: shown.message,
     ms: performance.now() - t0,
   };
+}
+
+/**
+ * The captcha's RGBA pixels from what the content script read: its canvas pixels, or
+ * (tainted canvas) a crop of a screenshot of the tab, which must be in front.
+ * @param {Object} read  the content script's read() result
+ * @param {{tabId: number, windowId: number}} req
+ * @returns {Promise<{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}>}
+ */
+async function pixelsOf(read, req) {
+  if (read.kind === 'pixels') {
+    return rgbaFromBase64(read.data, read.width, read.height);
+  }
+  const tab = await chrome.tabs.get(req.tabId);
+  if (!tab.active) {
+    throw new Error('its tab is not in front, so it cannot be captured from the screen');
+  }
+  return captureCrop(req.windowId, read.rect, read.dpr, read.viewport);
+}
+
+/**
+ * Remove an earlier failure note from the toolbar button of a tab.
+ * @param {number} tabId
+ */
+function clearToolbarNote(tabId) {
+  chrome.action.setBadgeText({ tabId, text: '' }).catch(() => {});
+  chrome.action.setTitle({ tabId, title: 'CaptchaLens' }).catch(() => {});
 }
 
 /**
