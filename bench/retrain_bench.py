@@ -135,7 +135,7 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['experiment']} ({r['decoding']}, {r['charset'][:8]}{'…' if len(r['charset']) > 8 else ''} "
+            f"| {r['experiment']} ({r['decoding']}, {len(r['charset'])} characters, "
             f"{r['lengths'][0]}-{r['lengths'][1]}, input {r['input']}) | {r['variant']} "
             f"| {r['images_train_part']} ({r['train']}/{r['val']}) | {r['test']['n']} "
             f"| **{100 * r['test']['captcha_acc']:.2f}%** | {100 * r['test']['char_acc']:.2f}% "
@@ -146,9 +146,8 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
         errs = ", ".join(f"{t}→{p}" for t, p in r["test"]["errors"]) or "none"
         lines.append(f"- {r['experiment']} / {r['variant']}: {errs}")
     lines += ["", "Details: " + path_md.with_suffix(".json").name + ".", ""]
-    for k in ("setup", "comment"):
-        if notes.get(k):
-            lines += [notes[k], ""]
+    if notes.get("comment"):
+        lines += [notes["comment"], ""]
     path_md.write_text("\n".join(lines))
 
 
@@ -159,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for data and models (default: a temp folder)")
     ap.add_argument("--results", default=str(RESULTS / "retrain.md"), help="markdown file to write")
     ap.add_argument("--extra", default="", help="extra `captchalens train` flags (development only)")
+    ap.add_argument("--note", default="", help="a paragraph for the results file (e.g. what else ran)")
     a = ap.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="retrain_bench."))
     work.mkdir(parents=True, exist_ok=True)
@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     notes = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}",
-        "cpu": f"load average at start {load_start}, at end {load_avg()}; total {(time.time() - t_all) / 60:.1f} min",
+        "cpu": f"load average at start {load_start}, at end {load_avg()}; "
+               f"total {(time.time() - t_all) / 60:.1f} min",
         "extra_flags": extra,
+        "comment": a.note,
     }
     if a.only is None and not extra:
         write_results(rows, notes, Path(a.results))

@@ -90,7 +90,8 @@ def test_fixed_length_heads_fine_tuned_from_a_base_model(tmp_path, tiny_model, c
 
 def test_fine_tuning_copies_the_trunk_and_never_a_head_for_another_charset(tiny_model):
     base = keras.models.load_model(tiny_model / "model.h5", compile=False)
-    p = plan(RetrainConfig(data="", out="", arch="small"), [np.zeros((50, 200, 4), np.uint8)], ["abcde", "bcdef"])
+    images = [np.zeros((50, 200, 4), np.uint8)]
+    p = plan(RetrainConfig(data="", out="", arch="small"), images, ["abcde", "bcdef"])
     model = models.build("small", make_meta(p, "x"), width=0.25)
     copied = transfer(model, base)
     assert "stem" in copied and "collapse_bn" in copied and "logits" not in copied
@@ -136,6 +137,8 @@ def test_unknown_characters_and_bad_labels_are_skipped_and_named(tmp_path, capsy
     assert "14 labelled captchas read" in printed and "2 file(s) with unusable labels skipped" in printed
     assert "abZ1.png (characters 'Z' not in the --charset you gave)" in printed
     assert "a b1.png (label contains a space" in printed
+    # One length and no model to start from: fixed-length heads (CTC from random weights idles).
+    assert "decoding: fixed length, 4 output heads (--arch ctc for CTC)" in printed
     with pytest.raises(DataError, match="not in the --charset you gave"):
         captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m2"),
                     "--charset", "xyz", *TINY)
@@ -158,7 +161,7 @@ def test_unreadable_files_are_skipped_by_name_and_a_folder_of_them_is_an_error(t
         captchalens("train", "--data", str(bad), "--out", str(tmp_path / "m3"), *TINY)
 
 
-def test_too_few_images_a_bad_name_or_a_missing_base_stop_before_training(tmp_path):
+def test_too_few_images_bad_names_or_places_stop_before_training(tmp_path):
     write_captchas(tmp_path / "few", 5)
     with pytest.raises(DataError, match="only 5 usable labelled captcha.*too few"):
         captchalens("train", "--data", str(tmp_path / "few"), "--out", str(tmp_path / "m"), *TINY)
@@ -169,6 +172,11 @@ def test_too_few_images_a_bad_name_or_a_missing_base_stop_before_training(tmp_pa
     with pytest.raises(ContractError, match="cannot fine-tune from .*nowhere"):
         captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "m"),
                     "--finetune", "--base", str(tmp_path / "nowhere"), *TINY)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.txt").write_text("years of work")
+    with pytest.raises(DataError, match="docs exists and is not a model folder: refusing to replace it"):
+        captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "docs"), *TINY)
+    assert (tmp_path / "docs" / "thesis.txt").is_file()
     with pytest.raises(DataError, match="no such folder"):
         captchalens("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"), *TINY)
     assert not (tmp_path / "m").exists()
@@ -199,7 +207,8 @@ def test_augmentation_keeps_the_input_contract():
     assert out.shape == x.shape and out.dtype == tf.float32 and y2 is y
     assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0
     assert not np.allclose(out.numpy(), x.numpy())
-    none = AugmentSpec(shift_x=0, shift_y=0, scale=0, rotate_deg=0, shear=0, brightness=0, contrast=0, noise=0)
+    none = AugmentSpec(shift_x=0, shift_y=0, scale=0, rotate_deg=0, shear=0, brightness=0, contrast=0,
+                       noise=0)
     same, _ = make_augment(none)(x, y)
     np.testing.assert_allclose(same.numpy(), x.numpy(), atol=1e-5)
 
@@ -212,8 +221,9 @@ def test_generated_training_keeps_its_defaults():
     d = TrainConfig()
     args = p.parse_args(["train"])
     cli._generated_defaults(args, d)
-    assert (args.arch, args.epochs, args.batch_size, args.lr, args.charset, args.length, args.input) == \
-        ("small", d.epochs, d.batch_size, d.lr, d.charset, (d.length, d.length), (d.input_width, d.input_height))
+    assert (args.arch, args.epochs, args.batch_size, args.lr, args.charset) == \
+        ("small", d.epochs, d.batch_size, d.lr, d.charset)
+    assert (args.length, args.input) == ((d.length, d.length), (d.input_width, d.input_height))
     args = p.parse_args(["train", "--length", "4-6"])
     cli._generated_defaults(args, d)
     assert args.arch == "ctc"

@@ -22,7 +22,7 @@ import shutil
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ SCRATCH_WIDTH = 0.75  # channel multiplier when not fine-tuning (the default mod
 LR = 2e-3  # peak learning rate from scratch (cosine decay, warm-up)
 FINETUNE_LR = 2e-3  # peak learning rate when fine-tuning
 RARE = 5  # a character seen fewer times than this in training is flagged
+BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
 # Layers of the default model's trunk (training/models.py); copied when fine-tuning.
 TRUNK = ("stem", "sep2a", "sep2b", "sep3a", "sep3b", "sep4a", "sep4b", "collapse")
 
@@ -171,8 +172,21 @@ class Init:
     why: str
     base: str | None = None
     base_model: object = None
+    base_meta: object = None
     width: float | None = None
     copy_head: bool = False
+
+    def settle(self, meta) -> "Init":
+        """Once the new model's metadata is final: reuse the heads too if the base reads
+        exactly the same scheme (e.g. a site's model refined with new samples)."""
+        if self.mode == "finetune":
+            b = self.base_meta
+            self.copy_head = (b.charset == meta.charset and b.decoding == meta.decoding
+                              and b.output_shape == meta.output_shape and b.lengths == meta.lengths
+                              and b.input_width == meta.input_width and b.architecture == meta.architecture)
+            what = "every layer" if self.copy_head else "its trunk; new output heads"
+            self.why = f"fine-tuning {self.why} ({b.name}, {what})"
+        return self
 
 
 def _base_dir(cfg: RetrainConfig) -> Path:
@@ -214,12 +228,20 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     width = bmodel.get_layer("stem").filters / 32.0
     if cfg.width_mult is not None and abs(cfg.width_mult - width) > 1e-6:
         return no(f"--width-mult {cfg.width_mult} differs from its {width:g}")
-    same_head = (bmeta.charset == meta.charset and bmeta.decoding == meta.decoding
-                 and bmeta.output_shape == meta.output_shape and bmeta.input_width == meta.input_width
-                 and bmeta.architecture == meta.architecture)
-    what = "every layer" if same_head else "its trunk; new output heads"
-    return Init("finetune", f"fine-tuning {label} ({bmeta.name}, {what})", str(base), bmodel,
-                width, same_head)
+    return Init("finetune", label, str(base), bmodel, bmeta, width)
+
+
+def prefers_fixed(init: Init, p: Plan) -> bool:
+    """--arch auto, labels of one length: fixed-length heads rather than CTC when
+    starting from random weights (CTC from scratch idles on blanks for longer than a
+    small set allows — bench/results/retrain.md), or when the base is a fixed-length
+    model of this very scheme (continue it whole)."""
+    if p.min_len != p.max_len:
+        return False
+    if init.mode == "scratch":
+        return True
+    b = init.base_meta
+    return b.decoding == "fixed" and b.charset == p.charset and b.length == p.max_len
 
 
 def transfer(model, base, copy_head: bool = False) -> list[str]:
@@ -248,7 +270,9 @@ def _callbacks_module():
     class Validate(keras.callbacks.Callback):
         """Each epoch: whole-captcha accuracy on the held-back split, decoded exactly
         as the solver decodes; keeps the best weights (accuracy, then lower loss),
-        stops after `patience` epochs without progress and restores the best."""
+        stops after `patience` epochs without progress (not in the first half of the
+        run: CTC from scratch can idle on blanks for many epochs before it reads
+        anything) and restores the best."""
 
         def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say):
             super().__init__()
@@ -284,7 +308,7 @@ def _callbacks_module():
                          + (f"  train {100 * train_acc:5.1f}%" if train_acc is not None else "")
                          + f"  validation {100 * acc:5.1f}%{' *' if better else '  '}"
                          f"  {_fmt_time(time.time() - self.t0)}")
-            if epoch - self.best_epoch >= self.patience:
+            if epoch + 1 >= self.params["epochs"] // 2 and epoch - self.best_epoch >= self.patience:
                 self.model.stop_training = True
 
         def on_train_end(self, logs=None):
@@ -389,6 +413,12 @@ def retrain(cfg: RetrainConfig):
         raise DataError(f"--val-share {cfg.val_share}: must be above 0 and at most 0.5")
     if cfg.charset is not None and len(set(cfg.charset)) != len(cfg.charset):
         raise DataError(f"--charset {cfg.charset!r} repeats characters")
+    out = Path(cfg.out).resolve()
+    from captchalens.contract import META_FILE
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file())):
+        raise DataError(f"--out {cfg.out} exists and is not a model folder: refusing to replace it; "
+                        f"give a new folder")
     images, texts, report = load_folder(cfg.data, cfg.charset, cfg.lengths,
                                         charset_name="the --charset you gave")
     if len(texts) < MIN_IMAGES:
@@ -396,14 +426,21 @@ def retrain(cfg: RetrainConfig):
                         f"train (at least {MIN_IMAGES}; a few hundred is better)\n{report.summary()}")
     p = plan(cfg, images, texts)
     meta = make_meta(p, name)
+    init = choose_init(cfg, meta)
+    if cfg.arch == "auto" and prefers_fixed(init, p):
+        p = plan(replace(cfg, arch="small"), images, texts)
+        meta = make_meta(p, name)
+    init.settle(meta)
     tr, va = split(len(texts), report.files, cfg.val_share, cfg.split_seed)
     if len(va) == 0:  # tiny folders: hold back at least one captcha
         tr, va = tr[:-1], tr[-1:]
-    init = choose_init(cfg, meta)
     width = init.width if init.mode == "finetune" else (cfg.width_mult or SCRATCH_WIDTH)
     sched = _schedule(cfg, len(tr), init.mode == "finetune")
     t_tr, t_va = [texts[i] for i in tr], [texts[i] for i in va]
     notes = p.notes + _split_warnings(t_tr, t_va, p.charset)
+    if p.decoding == "ctc_greedy" and init.mode == "scratch" and len(tr) < 5000:
+        notes.append("CTC from random weights often reads nothing after training on a few thousand "
+                     "captchas or fewer; fine-tuning the default model (the default) avoids that")
     if len(texts) < FEW_IMAGES:
         notes.append(f"only {len(texts)} labelled captchas: a few hundred or more train a better model")
 
@@ -413,9 +450,12 @@ def retrain(cfg: RetrainConfig):
         say(f"  charset ({len(p.charset)}): {p.charset}")
         say(f"  lengths: {_lengths_text(p.length_counts)}")
         lens = f"{p.min_len}" if p.min_len == p.max_len else f"{p.min_len}-{p.max_len}"
-        say("  decoding: " + (f"fixed length, {p.max_len} output heads" if p.decoding == "fixed"
-                              else f"CTC, {lens} characters, {p.input_width // 4} steps"
-                                   + (" (--arch small for fixed-length heads)" if cfg.arch == "auto" else "")))
+        hint = ""
+        if cfg.arch == "auto" and p.min_len == p.max_len:
+            hint = (" (--arch ctc for CTC)" if p.decoding == "fixed"
+                    else " (--arch small for fixed-length heads)")
+        say("  decoding: " + (f"fixed length, {p.max_len} output heads{hint}" if p.decoding == "fixed"
+                              else f"CTC, {lens} characters, {p.input_width // 4} steps{hint}"))
         say(f"  input: {p.input_width}x{p.input_height} grayscale (images are typically "
             f"{p.typical_size[0]}x{p.typical_size[1]})")
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
@@ -441,9 +481,11 @@ def retrain(cfg: RetrainConfig):
     keras.utils.set_random_seed(cfg.seed)
     kw = {} if p.arch == "baseline" else {"width": width}
     model = models.build(p.arch, meta, **kw)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     copied = transfer(model, init.base_model, init.copy_head) if init.mode == "finetune" else []
     init.base_model = None
-    out = Path(cfg.out).resolve()
     work = Path(str(out) + ".work")
     fingerprint = _fingerprint(meta.to_json(), report.files, texts, cfg.seed, cfg.split_seed,
                                cfg.val_share, sched, init.mode, init.base, cfg.augment)
@@ -496,6 +538,9 @@ def retrain(cfg: RetrainConfig):
             f"held-back captchas), per character {100 * char_acc:.1f}%")
         say(f"  best epoch {best_epoch} of {epochs_run} run; time {_fmt_time(wall)} "
             f"(CPU {_fmt_time(time.process_time() - c0)})")
+        if right == 0:
+            say("  warning: the model reads none of the held-back captchas; see the notes above, "
+                "and label more captchas")
         say(f"next: captchalens convert --model {cfg.out} --name {name}")
     return path, meta
 
