@@ -82,28 +82,32 @@ def service_worker(ctx, ext_id: str, timeout_ms: float = 15000):
                            f"(check manifest.json and that every file it names exists); {e}") from None
 
 
-def stop_service_worker(ctx, ext_id: str) -> None:
+def stop_service_worker(ctx, ext_id: str, attempts: int = 5) -> None:
     """Stop the extension's service worker, as Chromium does to an idle one (DevTools
-    ServiceWorker.stopAllWorkers from an extension page), and wait until it is gone."""
+    ServiceWorker.stopAllWorkers from an extension page), and wait until it is gone. A message
+    still on its way (say, from the popup) may start it again at once: then stop it again."""
     page = ctx.new_page()
     try:
         page.goto(f"chrome-extension://{ext_id}/options/options.html")
-        cdp = ctx.new_cdp_session(page)
-        try:
-            cdp.send("ServiceWorker.enable")
-            cdp.send("ServiceWorker.stopAllWorkers")
-        finally:
-            cdp.detach()
-        running = page.evaluate("""() => new Promise((resolve) => {
-            const t0 = Date.now();
-            const check = async () => {
-                const n = (await chrome.runtime.getContexts({contextTypes: ['BACKGROUND']})).length;
-                if (n === 0 || Date.now() - t0 > 10000) { resolve(n); } else { setTimeout(check, 50); }
-            };
-            check();
-        })""")
-        if running:
-            raise RuntimeError("the service worker did not stop")
+        page.wait_for_selector("body[data-ready=true]")  # its own messages to the worker are answered
+        for _ in range(attempts):
+            cdp = ctx.new_cdp_session(page)
+            try:
+                cdp.send("ServiceWorker.enable")
+                cdp.send("ServiceWorker.stopAllWorkers")
+            finally:
+                cdp.detach()
+            running = page.evaluate("""() => new Promise((resolve) => {
+                const t0 = Date.now();
+                const check = async () => {
+                    const n = (await chrome.runtime.getContexts({contextTypes: ['BACKGROUND']})).length;
+                    if (n === 0 || Date.now() - t0 > 2000) { resolve(n); } else { setTimeout(check, 50); }
+                };
+                check();
+            })""")
+            if not running:
+                return
+        raise RuntimeError("the service worker did not stop")
     finally:
         page.close()
 
@@ -140,16 +144,28 @@ def tab_target_id(ctx, page) -> str:
     return candidates[0]["targetId"]
 
 
-def click_toolbar_button(ctx, page, ext_id: str) -> None:
-    """Click the extension's toolbar button on this page's tab: opens the popup and
-    grants activeTab for the tab, as a user's click does."""
+def click_toolbar_button(ctx, page, ext_id: str, attempts: int = 3) -> None:
+    """Click the extension's toolbar button on this page's tab: opens the popup and grants
+    activeTab for the tab, as a user's click does. Waits until the grant shows (the extension
+    sees the tab's URL); a click that only closed a popup still open is made again."""
     page.bring_to_front()
     target = tab_target_id(ctx, page)
-    cdp = ctx.browser.new_browser_cdp_session()
-    try:
-        cdp.send("Extensions.triggerAction", {"id": ext_id, "targetId": target})
-    finally:
-        cdp.detach()
+    for _ in range(attempts):
+        cdp = ctx.browser.new_browser_cdp_session()
+        try:
+            cdp.send("Extensions.triggerAction", {"id": ext_id, "targetId": target})
+        finally:
+            cdp.detach()
+        if service_worker(ctx, ext_id).evaluate("""(url) => new Promise((resolve) => {
+                const t0 = Date.now();
+                const check = async () => {
+                    const seen = (await chrome.tabs.query({})).some((t) => t.url === url);
+                    if (seen || Date.now() - t0 > 2000) { resolve(seen); } else { setTimeout(check, 50); }
+                };
+                check();
+            })""", page.url):
+            return
+    raise RuntimeError(f"clicking the toolbar button did not grant access to {page.url}")
 
 
 def tab_of(sw, page) -> dict:

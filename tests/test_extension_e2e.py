@@ -396,7 +396,7 @@ def test_shortcut_solves_the_remembered_captcha(setup, browser, sw, page):
     with sb.serving(decoy_routes(png)) as server:
         open_page(browser, page, server)
         first = sb.solve_from_menu(sw, page, server.url("/c.png"))
-        assert first["ok"] and first["imageSelector"] == "#cap" and first["inputSelector"] == "#answer"
+        assert first["ok"] and first["imageSelector"] == "#cap" and first["inputSelector"] == "#answer", first
         page.fill("#answer", "")
         tab = sb.tab_of(sw, page)
         # what the keyboard shortcut (and the popup's button) runs: no image URL, the site's memory decides
@@ -448,6 +448,25 @@ def test_solving_survives_a_service_worker_restart(setup, browser, sw, page):
         result = sb.solve_from_menu(fresh, page, server.url("/c.png"))
     assert result["ok"], result
     assert sb.get_storage(fresh, "engine")["engine"] == "browser", "options live in storage, not in the worker"
+    expect(page.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
+
+
+def test_cpu_backend_when_wasm_cannot_start(setup, browser, sw, page):
+    png, label, rgba = sb.captcha(seed=31)
+    body = "<form><img src='/c.png'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("cpu", body)), "/c.png": sb.png(png)}) as server:
+        open_page(browser, page, server)
+        sb.stop_service_worker(browser.ctx, browser.ext_id)  # a fresh worker: no backend chosen yet
+        fresh = sb.wake_service_worker(browser.ctx, browser.ext_id)
+        try:
+            # the wasm binaries cannot be fetched (as if vendor/ lost them)
+            fresh.evaluate("""() => { const real = tf.wasm.setWasmPaths;
+                tf.wasm.setWasmPaths = () => real(chrome.runtime.getURL('no-such-folder/')); }""")
+            result = sb.solve_from_menu(fresh, page, server.url("/c.png"))
+        finally:
+            sb.stop_service_worker(browser.ctx, browser.ext_id)  # the next test gets wasm again
+            sb.wake_service_worker(browser.ctx, browser.ext_id)
+    assert result["ok"] and result["backend"] == "cpu", result
     expect(page.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
 
 
