@@ -183,8 +183,12 @@ chrome.alarms.onAlarm.addListener((alarm) => {
   }
 });
 
-chrome.permissions.onAdded.addListener(() => syncAutoSolveScripts());
-chrome.permissions.onRemoved.addListener(() => syncAutoSolveScripts());
+/** Re-register the auto-solve script when site access was granted or taken back. */
+function onPermissionsChanged() {
+  syncAutoSolveScripts().catch((e) => console.warn(`CaptchaLens: auto-solve not registered: ${e.message}`));
+}
+chrome.permissions.onAdded.addListener(onPermissionsChanged);
+chrome.permissions.onRemoved.addListener(onPermissionsChanged);
 
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   processMessage(msg, sender).then(sendResponse, (e) => sendResponse({ ok: false, error: e.message }));
