@@ -125,9 +125,12 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
         "# Training on your own captchas (`captchalens train --data`)",
         "",
         f"Measured by `bench/retrain_bench.py` on {notes['date']} ({notes['machine']}). Default settings "
-        "throughout: no flag but `--data` and `--out` (and `--from-scratch` for the scratch variant).",
+        "throughout: the commands (listed below the table) give only the folder, the output, the model to "
+        "start from when not the installed default, and `--from-scratch` for the scratch variant.",
         "",
         f"CPU: {notes['cpu']}",
+        "",
+        f"Fine-tuned from: `{notes['base']['path']}` (model.h5 sha256 `{notes['base']['model_h5_sha256']}`).",
         "",
         "| experiment | start | images (train/val) | test captchas | **test whole-captcha** | test per char "
         "| val whole-captcha | epochs (best/run) | wall time | process CPU time |",
@@ -141,6 +144,7 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
             f"| **{100 * r['test']['captcha_acc']:.2f}%** | {100 * r['test']['char_acc']:.2f}% "
             f"| {100 * r['val_captcha_acc']:.2f}% | {r['best_epoch']}/{r['epochs_run']} "
             f"| {r['wall_seconds'] / 60:.1f} min | {r['cpu_seconds'] / 60:.1f} min |")
+    lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows]
     lines += ["", "Misreadings on the test parts (truth → read):", ""]
     for r in rows:
         errs = ", ".join(f"{t}→{p}" for t, p in r["test"]["errors"]) or "none"
@@ -158,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for data and models (default: a temp folder)")
     ap.add_argument("--results", default=str(RESULTS / "retrain.md"), help="markdown file to write")
     ap.add_argument("--extra", default="", help="extra `captchalens train` flags (development only)")
+    ap.add_argument("--base", default=None,
+                    help="model to fine-tune from (default: the shipped default model); recorded with "
+                         "the sha256 of its weights")
     ap.add_argument("--note", default="", help="a paragraph for the results file (e.g. what else ran)")
     a = ap.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="retrain_bench."))
     work.mkdir(parents=True, exist_ok=True)
     variants = [v for v in a.variants.split(",") if v]
     extra = a.extra.split()
+    base_flags = ["--base", a.base] if a.base else []
     rows: list[dict] = []
     load_start = load_avg()
     t_all = time.time()
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         te_dir = link_folder(SHARED, te, work / "shared" / "test")
         print(f"shared: {len(tr)} train part / {len(te)} test part", flush=True)
         for v in variants:
-            rows.append(train_and_test("captcha_images_v2", tr_dir, te_dir, work / "models", v, extra))
+            rows.append(train_and_test("captcha_images_v2", tr_dir, te_dir, work / "models", v,
+                                       base_flags + extra))
     if a.only in (None, "gen"):
         g = work / "gen"
         if not (g / "test").is_dir():
@@ -185,8 +194,16 @@ def main(argv: list[str] | None = None) -> int:
             captchalens("gen", str(g / "test"), "-n", str(GEN_TEST), "--charset", GEN_CHARSET,
                         "--length", GEN_LENGTH, "--size", GEN_SIZE, "--seed", "12")
         for v in variants:
-            rows.append(train_and_test("generated", g / "train", g / "test", work / "models", v, extra))
+            rows.append(train_and_test("generated", g / "train", g / "test", work / "models", v,
+                                       base_flags + extra))
     import datetime
+    import hashlib
+
+    from captchalens.solver import DEFAULT_MODEL
+
+    base = Path(a.base) if a.base else DEFAULT_MODEL
+    weights = base / "model.h5"
+    base_sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
 
     notes = {
         "date": datetime.date.today().isoformat(),
@@ -194,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": f"load average at start {load_start}, at end {load_avg()}; "
                f"total {(time.time() - t_all) / 60:.1f} min",
         "extra_flags": extra,
+        "base": {"path": str(base), "model_h5_sha256": base_sha},
         "comment": a.note,
     }
     if a.only is None and not extra:
