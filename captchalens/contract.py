@@ -175,6 +175,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; metadata is for every reader
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
