@@ -151,6 +151,8 @@ def main() -> int:
             ctx.close()
     load_after = os.getloadavg()[0]
 
+    meta["_source"] = (f"`{args.model}` converted for this run" if args.model
+                       else "`extension/models/` as committed")
     report = render(args, meta, version, cold, warm, menu, load_before, load_after)
     Path(args.out).write_text(report)
     print(report)
@@ -165,7 +167,7 @@ def render(args, meta, version, cold, warm, menu, load_before, load_after) -> st
     same = warm["wasm"]["text"] == warm["cpu"]["text"]
     menu_sw = statistics.median(m[1] for m in menu)
     menu_rt = statistics.median(m[0] for m in menu)
-    model_desc = (f"`{meta['name']}`: {meta.get('architecture') or 'model'}, input {meta['input_height']}x"
+    model_desc = (f"`{meta['name']}` ({meta['_source']}): {meta.get('architecture') or 'model'}, input {meta['input_height']}x"
                   f"{meta['input_width']}x{meta['input_channels']}, {meta.get('params', 0):,} parameters, "
                   f"{meta.get('macs', 0) / 1e6:.1f} M multiply-adds, {meta['_weights_bytes'] / 1e6:.2f} MB of weights, "
                   f"{meta['decoding']} decoding")
@@ -199,6 +201,7 @@ def render(args, meta, version, cold, warm, menu, load_before, load_after) -> st
         "",
         f"Warm runs: {args.warmup} untimed solves first, then {args.runs} timed, each "
         "`CaptchaLensEngine.solve` (RGBA -> preprocessing ops -> predict -> decode) on the same loaded model. "
+        "The first cold start is the very first in a new browser profile. "
         f"Model load on a warm worker (backend already up): wasm {warm['wasm']['loadMs']:.0f} ms, "
         f"cpu {warm['cpu']['loadMs']:.0f} ms. Both backends gave {'the same' if same else 'DIFFERENT'} "
         f"answer. Cold figures restart the service worker (DevTools ServiceWorker.stopAllWorkers) "

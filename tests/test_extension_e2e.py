@@ -48,18 +48,18 @@ class Setup:
 
 @pytest.fixture(scope="session")
 def setup(request, tmp_path_factory) -> Setup:
-    from captchalens.solver import DEFAULT_MODEL, Solver
+    from captchalens.solver import Solver, default_model_dir
 
     missing = sb.missing_parts(sb.EXTENSION_DIR)
     vendor_missing = [p for p in missing if p.startswith(("vendor/", "lib/"))]
     assert not vendor_missing, f"extension/ lacks {vendor_missing}: run `captchalens convert`"
-    candidates = [DEFAULT_MODEL]
-    keras_dir = sb.keras_source(sb.EXTENSION_DIR, candidates)
+    default = default_model_dir()  # the shipped model, or $CAPTCHALENS_MODEL
+    keras_dir = sb.keras_source(sb.EXTENSION_DIR, [default])
     ext_dir = sb.EXTENSION_DIR
     if keras_dir is None:
-        # extension/models/default is not a conversion of the shipped model (yet): test a copy
-        # of extension/ holding a conversion of a model we know.
-        keras_dir = DEFAULT_MODEL if (DEFAULT_MODEL / "model.h5").is_file() else request.getfixturevalue("tiny_model")
+        # extension/models/default is not a conversion of that model (yet): test a copy of
+        # extension/ holding a conversion of a model we know.
+        keras_dir = default if (default / "model.h5").is_file() else request.getfixturevalue("tiny_model")
         ext_dir = sb.build_extension_copy(tmp_path_factory.mktemp("ext") / "extension", Path(keras_dir))
     solver = Solver(keras_dir)
     metrics = solver.meta.metrics
