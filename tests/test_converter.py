@@ -97,7 +97,11 @@ def test_a_failed_conversion_leaves_the_installed_model_untouched(tiny_model, ex
     assert not [p for p in (ext / "models").iterdir() if p.name.startswith(".")]
 
 
-def test_engine_tfjs_answers_equal_engine_tf_answers(tiny_model, tmp_path, capsys):
+def test_engine_tfjs_answers_equal_engine_tf_answers(request, tmp_path, capsys):
+    from captchalens.solver import DEFAULT_MODEL
+
+    # the shipped model (and its shipped conversion) once it exists: real, varied answers
+    model = DEFAULT_MODEL if (DEFAULT_MODEL / META_FILE).is_file() else request.getfixturevalue("tiny_model")
     folder = tmp_path / "captchas"
     folder.mkdir()
     for i in range(6):
@@ -105,7 +109,7 @@ def test_engine_tfjs_answers_equal_engine_tf_answers(tiny_model, tmp_path, capsy
         im.save(folder / f"{i}_{text}.png")
     answers = {}
     for engine in ("tf", "tfjs"):
-        assert main(["solve", "--json", "--engine", engine, "--model", str(tiny_model), str(folder)]) == 0
+        assert main(["solve", "--json", "--engine", engine, "--model", str(model), str(folder)]) == 0
         answers[engine] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(answers["tfjs"]) == 6
     assert [(a["path"], a["text"]) for a in answers["tfjs"]] == [(a["path"], a["text"]) for a in answers["tf"]]
@@ -200,3 +204,25 @@ def test_solve_js_rejects_truncated_pixels(tiny_model, tmp_path):
                           capture_output=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == "solve.js: error: pixel input ends inside image 0 (10x10)"
+
+
+# ---- what the repository ships ---------------------------------------------------------------------
+
+def test_the_shipped_conversion_is_the_shipped_model_and_index_and_vendor_are_regenerated(root, tmp_path):
+    """extension/models/default is the converted package default (same metadata byte for byte,
+    converted from the same weights), index.json is what the converter writes, vendor/ is node_modules'."""
+    from captchalens.converter.core import sha256_file, write_index
+    from captchalens.solver import DEFAULT_MODEL
+
+    shipped = root / "extension" / "models"
+    assert (shipped / "default" / META_FILE).read_bytes() == (DEFAULT_MODEL / META_FILE).read_bytes(), \
+        "extension/models/default is stale: run `captchalens convert`"
+    source = json.loads((shipped / "default" / "model.json").read_text())["userDefinedMetadata"]["captchalens"]
+    assert source["source_sha256"] == sha256_file(DEFAULT_MODEL / KERAS_FILE)
+    assert source["quantize"] == "none"  # float32: see bench/results/convert.md
+    copy = tmp_path / "models"
+    shutil.copytree(shipped, copy)
+    (copy / "index.json").unlink()
+    assert write_index(copy).read_text() == (shipped / "index.json").read_text()
+    for name, rel in VENDOR_FILES.items():
+        assert (root / "extension" / "vendor" / name).read_bytes() == (NODE_MODULES / rel).read_bytes()
