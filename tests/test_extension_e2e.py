@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import support_browser as sb
+from playwright.sync_api import expect, sync_playwright
 
-pytest.importorskip("playwright")
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+import support_browser as sb
 
 HOST_TIMEOUT_S = 3.0  # background/host.js HOST_TIMEOUT_MS
 TIE = 1e-3  # see agreed()
