@@ -166,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="model to fine-tune from (default: the shipped default model); recorded with "
                          "the sha256 of its weights")
     ap.add_argument("--note", default="", help="a paragraph for the results file (e.g. what else ran)")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="only rewrite the markdown from the JSON beside it (e.g. with a new --note)")
     a = ap.parse_args(argv)
+    if a.rewrite:
+        data = json.loads(Path(a.results).with_suffix(".json").read_text())
+        data["notes"]["comment"] = a.note or data["notes"].get("comment", "")
+        write_results(data["runs"], data["notes"], Path(a.results))
+        return 0
     work = Path(a.work or tempfile.mkdtemp(prefix="retrain_bench."))
     work.mkdir(parents=True, exist_ok=True)
     variants = [v for v in a.variants.split(",") if v]

@@ -88,6 +88,20 @@ def test_fixed_length_heads_fine_tuned_from_a_base_model(tmp_path, tiny_model, c
     assert len(Solver(out).solve_files([next((tmp_path / "mine").iterdir())])[0].text) == 5
 
 
+def test_with_no_flags_the_shipped_default_model_is_fine_tuned(tmp_path, default_model_dir, capsys):
+    write_captchas(tmp_path / "mine", 24, charset="pq34", length=(5, 5), size=(160, 50))
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--epochs", "1") == 0
+    printed = capsys.readouterr().out
+    assert "start: fine-tuning the default model (default, its trunk; new output heads)" in printed
+    assert "decoding: CTC, 5 characters, 38 steps (--arch small for fixed-length heads)" in printed
+    meta = load_meta(tmp_path / "m")
+    assert meta.trained_on["init"]["base"] == str(default_model_dir)
+    stem = Solver(default_model_dir).model.get_layer("stem").filters
+    assert meta.trained_on["width_mult"] == stem / 32  # the default model's width, so its trunk fits
+    assert meta.trained_on["init"]["layers_copied"] == 16
+
+
 def test_fine_tuning_copies_the_trunk_and_never_a_head_for_another_charset(tiny_model):
     base = keras.models.load_model(tiny_model / "model.h5", compile=False)
     images = [np.zeros((50, 200, 4), np.uint8)]
@@ -214,7 +228,7 @@ def test_augmentation_keeps_the_input_contract():
 
 
 def test_generated_training_keeps_its_defaults():
-    from captchalens.training.train import TrainConfig
+    from captchalens.training.config import TrainConfig
 
     p = argparse.ArgumentParser()
     cli.register(p.add_subparsers())
