@@ -145,7 +145,7 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
             f"| {100 * r['val_captcha_acc']:.2f}% | {r['best_epoch']}/{r['epochs_run']} "
             f"| {r['wall_seconds'] / 60:.1f} min | {r['cpu_seconds'] / 60:.1f} min |")
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows]
-    lines += ["", "Misreadings on the test parts (truth → read):", ""]
+    lines += ["", "Misreadings on the test parts (truth → read; the first 12 of each):", ""]
     for r in rows:
         errs = ", ".join(f"{t}→{p}" for t, p in r["test"]["errors"]) or "none"
         lines.append(f"- {r['experiment']} / {r['variant']}: {errs}")
