@@ -82,6 +82,41 @@ def test_accuracy(model: Path, folder: Path) -> dict:
             "ms_single_median": round(r.ms_single_median, 2)}
 
 
+def tfjs_parity(model: Path, test_dir: Path, work: Path) -> dict:
+    """Convert the model as `captchalens convert` does (into a scratch extension folder, not
+    installed) and read the test part with the extension's engine in Node (wasm): do the
+    browser's answers equal TensorFlow's?"""
+    import struct
+    import subprocess
+
+    from captchalens.images import read_rgba
+    from captchalens.solver import Solver
+
+    ext = work / "ext" / "models"
+    ext.mkdir(parents=True, exist_ok=True)
+    from captchalens.cli import main as captchalens_main
+
+    assert captchalens_main(["convert", "--model", str(model), "--name", model.name.lower(),
+                             "--out", str(ext), "--no-install"]) == 0
+    files = sorted(test_dir.iterdir())
+    images = [read_rgba(f) for f in files]
+    buf = bytearray(struct.pack("<I", len(images)))
+    for im in images:
+        buf += struct.pack("<II", im.shape[1], im.shape[0]) + im.tobytes()
+    pixels, answers = work / "pixels.bin", work / "answers.json"
+    pixels.write_bytes(bytes(buf))
+    r = subprocess.run(["node", str(ROOT / "extension" / "node" / "solve.js"), "--model",
+                        str(ext / model.name.lower()), "--input", str(pixels), "--output", str(answers)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode:
+        return {"error": r.stderr.strip()[:300]}
+    js = [x["text"] for x in json.loads(answers.read_text())["results"]]
+    py = [a.text for a in Solver(model).solve_pixels(images)]
+    truth = [f.name.split(".")[0].split("_")[0] for f in files]
+    return {"n": len(js), "same_answers": sum(a == b for a, b in zip(js, py)),
+            "tfjs_captcha_acc": round(sum(a == t for a, t in zip(js, truth)) / len(js), 5)}
+
+
 def train_and_test(name: str, train_dir: Path, test_dir: Path, out_root: Path, variant: str,
                    extra: list[str]) -> dict:
     from captchalens.contract import load_meta
@@ -97,6 +132,7 @@ def train_and_test(name: str, train_dir: Path, test_dir: Path, out_root: Path, v
     assert rc == 0
     meta = load_meta(out)
     test = test_accuracy(out, test_dir)
+    test["tfjs"] = tfjs_parity(out, test_dir, out_root / "tfjs")
     print(f"=== {name} / {variant}: test whole-captcha {100 * test['captcha_acc']:.2f}% of {test['n']}, "
           f"validation {100 * meta.metrics['val_captcha_acc']:.2f}%, {wall:.0f} s wall, {cpu:.0f} s CPU",
           flush=True)
@@ -144,6 +180,14 @@ def write_results(rows: list[dict], notes: dict, path_md: Path) -> None:
             f"| **{100 * r['test']['captcha_acc']:.2f}%** | {100 * r['test']['char_acc']:.2f}% "
             f"| {100 * r['val_captcha_acc']:.2f}% | {r['best_epoch']}/{r['epochs_run']} "
             f"| {r['wall_seconds'] / 60:.1f} min | {r['cpu_seconds'] / 60:.1f} min |")
+    lines += ["", "The same test parts read by the extension's engine (TF.js, wasm backend, in Node) after "
+              "`captchalens convert`:", ""]
+    for r in rows:
+        t = r["test"].get("tfjs")
+        lines.append(f"- {r['experiment']} / {r['variant']}: " + (
+            "not measured" if not t else f"error: {t['error']}" if "error" in t else
+            f"{t['same_answers']} of {t['n']} answers identical to TensorFlow's; whole-captcha "
+            f"{100 * t['tfjs_captcha_acc']:.2f}%"))
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows]
     lines += ["", "Misreadings on the test parts (truth → read; the first 12 of each):", ""]
     for r in rows:
@@ -166,9 +210,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="model to fine-tune from (default: the shipped default model); recorded with "
                          "the sha256 of its weights")
     ap.add_argument("--note", default="", help="a paragraph for the results file (e.g. what else ran)")
+    ap.add_argument("--tfjs-only", action="store_true",
+                    help="only (re)measure the TF.js parity of the models in the JSON beside --results")
     ap.add_argument("--rewrite", action="store_true",
                     help="only rewrite the markdown from the JSON beside it (e.g. with a new --note)")
     a = ap.parse_args(argv)
+    if a.tfjs_only:
+        data = json.loads(Path(a.results).with_suffix(".json").read_text())
+        for r in data["runs"]:
+            part = "shared/test" if r["experiment"] == "captcha_images_v2" else "gen/test"
+            test_dir = Path(a.work) / part
+            r["test"]["tfjs"] = tfjs_parity(Path(r["model"]), test_dir, Path(a.work) / "models" / "tfjs")
+            print(r["experiment"], r["variant"], r["test"]["tfjs"], flush=True)
+        write_results(data["runs"], data["notes"], Path(a.results))
+        return 0
     if a.rewrite:
         data = json.loads(Path(a.results).with_suffix(".json").read_text())
         data["notes"]["comment"] = a.note or data["notes"].get("comment", "")

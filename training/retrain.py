@@ -461,7 +461,7 @@ def retrain(cfg: RetrainConfig):
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
             f"chosen by file-name hash)")
         say(f"  start: {init.why}")
-        say(f"  schedule: up to {sched['epochs']} epochs of {sched['steps']} steps, batch {sched['batch']}, "
+        say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), batch {sched['batch']}, "
             f"peak learning rate {sched['lr']:g}, early stop after {sched['patience']} epochs "
             f"without progress, augmentation {'on' if cfg.augment else 'off'}")
         for n in notes:
@@ -539,8 +539,8 @@ def retrain(cfg: RetrainConfig):
         say(f"  best epoch {best_epoch} of {epochs_run} run; time {_fmt_time(wall)} "
             f"(CPU {_fmt_time(time.process_time() - c0)})")
         if right == 0:
-            say("  warning: the model reads none of the held-back captchas; see the notes above, "
-                "and label more captchas")
+            say("  warning: the model reads none of the held-back captchas: label more captchas "
+                "(a few hundred), and check the notes above")
         say(f"next: captchalens convert --model {cfg.out} --name {name}")
     return path, meta
 
