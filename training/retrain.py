@@ -4,12 +4,14 @@
     captchalens convert --model models/mysite --name mysite
 
 Everything about the new scheme comes from the labels (file name = label, or
-labels.csv): the character set, the length (fixed-length heads when every
-label has one length, CTC otherwise) and the input size (from the images'
-typical shape).  The trunk of the default model is reused where it fits
-(fine-tuning), and small sets get strong augmentation, many epochs of a
-cosine schedule and early stopping on a held-back validation split chosen by
-a hash of each file name.  A summary is printed at the start (what was read,
+labels.csv): the character set, the lengths and the input size (from the
+images' typical shape).  The network reads with CTC on top of the default
+model's trunk (fine-tuning) — on small sets that generalizes far better than
+one head per position, and far better than random weights; only when there is
+no model to start from and every label has one length does it use fixed-length
+heads (bench/results/retrain.md).  Small sets get strong augmentation, many
+epochs of a cosine schedule and early stopping on a held-back validation split
+chosen by a hash of each file name.  A summary is printed at the start (what was read,
 what was skipped and why, the scheme, the split) and at the end (validation
 whole-captcha accuracy, time taken, the next command).
 """
@@ -27,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens._tf import keras, tf
+from captchalens.decode import decode
+
 from .folder import DataError, load_folder, split
 
 INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collapses exactly 6
@@ -36,8 +41,7 @@ FEW_IMAGES = 300  # below this, say that more labels would help
 TARGET_STEPS = 1500  # optimizer steps a run aims for (small sets: many epochs)
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
 SCRATCH_WIDTH = 0.75  # channel multiplier when not fine-tuning (the default model's)
-LR = 2e-3  # peak learning rate from scratch (cosine decay, warm-up)
-FINETUNE_LR = 2e-3  # peak learning rate when fine-tuning
+LR = 2e-3  # peak learning rate (warm-up, then cosine decay to 0), fine-tuning or not
 RARE = 5  # a character seen fewer times than this in training is flagged
 BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
 # Layers of the default model's trunk (training/models.py); copied when fine-tuning.
@@ -201,7 +205,6 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     """Fine-tune when a base model with a compatible trunk exists (see TRUNK)."""
     if cfg.init == "scratch":
         return Init("scratch", "from scratch (--from-scratch)")
-    from captchalens._tf import keras
     from captchalens.contract import ContractError, load_meta
 
     base = _base_dir(cfg)
@@ -263,67 +266,59 @@ def transfer(model, base, copy_head: bool = False) -> list[str]:
 
 # ---- training --------------------------------------------------------------------
 
-def _callbacks_module():
-    from captchalens._tf import keras
-    from captchalens.decode import decode
+class Validate(keras.callbacks.Callback):
+    """Each epoch: whole-captcha accuracy on the held-back split, decoded exactly
+    as the solver decodes; keeps the best weights (accuracy, then lower loss),
+    stops after `patience` epochs without progress (not in the first half of the
+    run: CTC from scratch can idle on blanks for many epochs before it reads
+    anything) and restores the best."""
 
-    class Validate(keras.callbacks.Callback):
-        """Each epoch: whole-captcha accuracy on the held-back split, decoded exactly
-        as the solver decodes; keeps the best weights (accuracy, then lower loss),
-        stops after `patience` epochs without progress (not in the first half of the
-        run: CTC from scratch can idle on blanks for many epochs before it reads
-        anything) and restores the best."""
+    def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say):
+        super().__init__()
+        self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
+        self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
+        self.best = None  # (acc, -loss)
+        self.best_epoch = self.last_epoch = -1
+        self.t0 = time.time()
 
-        def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say):
-            super().__init__()
-            self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
-            self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
-            self.best = None  # (acc, -loss)
-            self.best_epoch = self.last_epoch = -1
-            self.t0 = time.time()
+    def on_train_begin(self, logs=None):
+        state = self.work / "best.json"
+        if state.is_file() and (self.work / "best.weights.h5").is_file():  # resuming
+            s = json.loads(state.read_text())
+            self.best, self.best_epoch = tuple(s["score"]), s["epoch"]
 
-        def on_train_begin(self, logs=None):
-            state = self.work / "best.json"
-            if state.is_file() and (self.work / "best.weights.h5").is_file():  # resuming
-                s = json.loads(state.read_text())
-                self.best, self.best_epoch = tuple(s["score"]), s["epoch"]
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        self.last_epoch = epoch
+        probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
+        answers = [t for t, _ in decode(probs, self.meta)]
+        acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
+        loss = float(np.mean(self.loss_fn(self.y_va, probs)))
+        logs["val_captcha_acc"], logs["val_loss"] = acc, loss
+        score = (round(acc, 6), -loss)
+        better = self.best is None or score > self.best
+        if better:
+            self.best, self.best_epoch = score, epoch
+            self.model.save_weights(self.work / "best.weights.h5")
+            (self.work / "best.json").write_text(json.dumps({"score": score, "epoch": epoch}))
+        if self.say:
+            train_acc = logs.get("captcha_acc")
+            self.say(f"  epoch {epoch + 1:3d}/{self.params['epochs']}  loss {logs.get('loss', 0):.3f}"
+                     + (f"  train {100 * train_acc:5.1f}%" if train_acc is not None else "")
+                     + f"  validation {100 * acc:5.1f}%{' *' if better else '  '}"
+                     f"  {_fmt_time(time.time() - self.t0)}")
+        if epoch + 1 >= self.params["epochs"] // 2 and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
 
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            self.last_epoch = epoch
-            probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
-            answers = [t for t, _ in decode(probs, self.meta)]
-            acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
-            loss = float(np.mean(self.loss_fn(self.y_va, probs)))
-            logs["val_captcha_acc"], logs["val_loss"] = acc, loss
-            score = (round(acc, 6), -loss)
-            better = self.best is None or score > self.best
-            if better:
-                self.best, self.best_epoch = score, epoch
-                self.model.save_weights(self.work / "best.weights.h5")
-                (self.work / "best.json").write_text(json.dumps({"score": score, "epoch": epoch}))
-            if self.say:
-                train_acc = logs.get("captcha_acc")
-                self.say(f"  epoch {epoch + 1:3d}/{self.params['epochs']}  loss {logs.get('loss', 0):.3f}"
-                         + (f"  train {100 * train_acc:5.1f}%" if train_acc is not None else "")
-                         + f"  validation {100 * acc:5.1f}%{' *' if better else '  '}"
-                         f"  {_fmt_time(time.time() - self.t0)}")
-            if epoch + 1 >= self.params["epochs"] // 2 and epoch - self.best_epoch >= self.patience:
-                self.model.stop_training = True
-
-        def on_train_end(self, logs=None):
-            if (self.work / "best.weights.h5").is_file():
-                self.model.load_weights(self.work / "best.weights.h5")
-
-    return Validate
+    def on_train_end(self, logs=None):
+        if (self.work / "best.weights.h5").is_file():
+            self.model.load_weights(self.work / "best.weights.h5")
 
 
 def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patience, seed, augment,
         work: Path, say=None, extra_callbacks=()):
     """Adam with warm-up + cosine decay over the whole run; augmentation in tf.data;
     the best epoch on the validation split is kept. Returns (epochs run, best epoch, best acc)."""
-    from captchalens._tf import keras, tf
-
     from . import models
     from .train import captcha_accuracy, dataset, plot_curves
 
@@ -337,7 +332,6 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn,
                   metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
     csv_path = work / "log.csv"
-    Validate = _callbacks_module()
     validate = Validate(meta, x_va.astype(np.float32) / 255.0, tf.constant(y_va), t_va, loss_fn,
                         patience, work, say)
     callbacks = [
@@ -356,13 +350,13 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
     return validate.last_epoch + 1, validate.best_epoch + 1, validate.best[0]
 
 
-def _schedule(cfg: RetrainConfig, n_train: int, finetune: bool) -> dict:
+def _schedule(cfg: RetrainConfig, n_train: int) -> dict:
     batch = cfg.batch_size or (32 if n_train < 2000 else 64)
     batch = max(1, min(batch, n_train))
     steps = max(1, n_train // batch)
     epochs = cfg.epochs or int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps))))
     patience = cfg.patience or max(10, epochs // 4)
-    lr = cfg.lr or (FINETUNE_LR if finetune else LR)
+    lr = cfg.lr or LR
     return {"batch": batch, "steps": steps, "epochs": epochs, "patience": patience, "lr": lr}
 
 
@@ -435,7 +429,7 @@ def retrain(cfg: RetrainConfig):
     if len(va) == 0:  # tiny folders: hold back at least one captcha
         tr, va = tr[:-1], tr[-1:]
     width = init.width if init.mode == "finetune" else (cfg.width_mult or SCRATCH_WIDTH)
-    sched = _schedule(cfg, len(tr), init.mode == "finetune")
+    sched = _schedule(cfg, len(tr))
     t_tr, t_va = [texts[i] for i in tr], [texts[i] for i in va]
     notes = p.notes + _split_warnings(t_tr, t_va, p.charset)
     if p.decoding == "ctc_greedy" and init.mode == "scratch" and len(tr) < 1500:
@@ -461,13 +455,12 @@ def retrain(cfg: RetrainConfig):
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
             f"chosen by file-name hash)")
         say(f"  start: {init.why}")
-        say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), batch {sched['batch']}, "
-            f"peak learning rate {sched['lr']:g}, early stop after {sched['patience']} epochs "
-            f"without progress, augmentation {'on' if cfg.augment else 'off'}")
+        say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), "
+            f"batch {sched['batch']}, peak learning rate {sched['lr']:g}, early stop after "
+            f"{sched['patience']} epochs without progress, augmentation {'on' if cfg.augment else 'off'}")
         for n in notes:
             say(f"  note: {n}")
 
-    from captchalens._tf import keras
     from captchalens.preprocess import Preprocessor
 
     from . import models
@@ -499,8 +492,6 @@ def retrain(cfg: RetrainConfig):
         say=say, extra_callbacks=cfg.extra_callbacks)
 
     # Final figures on the validation split, through the solver's own decoding.
-    from captchalens.decode import decode
-
     probs = model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0)
     answers = [t for t, _ in decode(probs, meta)]
     right = sum(a == t for a, t in zip(answers, t_va))
