@@ -21,7 +21,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from captchalens import __version__
 from captchalens.images import ImageError, read_rgba
 
-from .samples import SampleError, check_text, save_sample
+from .samples import SampleError, check_text, fits_model, save_sample
 from .security import TOKEN_HEADER, host_ok, own_origins, token_matches
 
 API_VERSION = 1
@@ -256,11 +256,12 @@ def samples():
     entry = pick_model(text_field(fields, "model"))
     rgba = decode_image(data)
     try:
-        text = check_text(fields.get("text"), entry.meta)
+        text = check_text(fields.get("text"))
         saved, count = save_sample(rgba, text, text_field(fields, "site"))
     except (SampleError, ValueError) as e:
         raise ApiError(400, str(e)) from None
-    return {"saved": saved, "count": count}, 201
+    # A label the current model cannot give is kept too: it is what a site model is trained from.
+    return {"saved": saved, "count": count, "fits_model": fits_model(text, entry.meta)}, 201
 
 
 @bp.post("/reload")

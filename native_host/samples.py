@@ -26,26 +26,34 @@ class SampleError(ValueError):
     """The sample cannot be stored; the message says why."""
 
 
-def check_text(text, meta: ModelMeta) -> str:
-    """The label, checked against the model's charset and lengths (folder-loader rules too)."""
+MAX_LABEL = 64  # characters in one sample's answer
+
+
+def check_text(text, meta: ModelMeta | None = None) -> str:
+    """The label, checked as a training label (the folder loader's rules).
+
+    It is NOT checked against the model in use: a correction for a site with
+    its own scheme (other characters, another length) is exactly what a new
+    model for that site is trained from."""
     if text is not None and not isinstance(text, str):
         raise SampleError("'text' must be a string")
     if not text or not text.strip():
         raise SampleError("a sample needs its answer: the field 'text' is missing or empty")
     text = text.strip()
-    unknown = sorted({c for c in text if c not in meta.charset})
-    if unknown:
-        shown = ", ".join(repr(c) for c in unknown)
-        raise SampleError(f"text {text!r} has characters model {meta.name!r} does not know: {shown} "
-                          f"(its characters are {meta.charset!r})")
-    lo, hi = meta.lengths
-    if not lo <= len(text) <= hi:
-        want = str(lo) if lo == hi else f"{lo} to {hi}"
-        raise SampleError(f"text {text!r} has {len(text)} characters; model {meta.name!r} reads {want}")
+    if len(text) > MAX_LABEL:
+        raise SampleError(f"text has {len(text)} characters; a captcha answer has at most {MAX_LABEL}")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise SampleError(f"text {text!r} contains spaces or control characters")
     bad = sorted({c for c in text if c in "/\\_.\0"})
     if bad:  # the folder loader reads the label from the file name up to the first '_' or '.'
         raise SampleError(f"text {text!r} cannot be a file name (it contains {', '.join(map(repr, bad))})")
     return text
+
+
+def fits_model(text: str, meta: ModelMeta) -> bool:
+    """Whether the model in use could give this answer (same characters, a length it reads)."""
+    lo, hi = meta.lengths
+    return set(text) <= set(meta.charset) and lo <= len(text) <= hi
 
 
 def site_folder_name(site: str | None) -> str | None:

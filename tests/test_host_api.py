@@ -169,7 +169,7 @@ def test_a_sample_is_stored_as_png_pixels_and_never_overwritten(client):
     jpeg, _ = captcha(3, fmt="JPEG")
     h = {TOKEN_HEADER: TOKEN}
     r1 = client.post("/samples", json={"image": b64(jpeg), "text": "q7k2", "site": "shop.example"}, headers=h)
-    assert r1.status_code == 201 and r1.json == {"saved": "q7k2.png", "count": 1}
+    assert r1.status_code == 201 and r1.json == {"saved": "q7k2.png", "count": 1, "fits_model": True}
     folder = samples_dir("shop.example")
     first = (folder / "q7k2.png").read_bytes()
     assert first.startswith(b"\x89PNG")  # re-encoded, not the uploaded JPEG
@@ -177,7 +177,7 @@ def test_a_sample_is_stored_as_png_pixels_and_never_overwritten(client):
     other, _ = captcha(4)
     r2 = client.post("/samples", data={"image": (io.BytesIO(other), "x.png"), "text": "q7k2",
                                        "site": "shop.example"}, headers=h)
-    assert r2.status_code == 201 and r2.json == {"saved": "q7k2_2.png", "count": 2}
+    assert r2.status_code == 201 and r2.json == {"saved": "q7k2_2.png", "count": 2, "fits_model": True}
     assert (folder / "q7k2.png").read_bytes() == first
     assert sorted(p.name for p in folder.iterdir()) == ["q7k2.png", "q7k2_2.png"]  # no temp files left
 
@@ -208,9 +208,23 @@ def test_samples_saved_at_once_all_get_their_own_file(client):
     assert len(list(samples_dir("race.example").iterdir())) == 8
 
 
+def test_a_sample_of_another_scheme_is_kept_for_training_a_site_model(client, home):
+    """Corrections for a site with its own captchas (capitals, 6 characters) must be stored:
+    they are what `captchalens train --data samples/<site>` learns the new scheme from."""
+    png, _ = captcha(7)
+    r = client.post("/samples", json={"image": b64(png), "text": "AB!Q9Z", "site": "other.example"},
+                    headers={TOKEN_HEADER: TOKEN})
+    assert r.status_code == 201 and r.json["saved"] == "AB!Q9Z.png" and r.json["fits_model"] is False
+    assert (samples_dir("other.example") / "AB!Q9Z.png").is_file()
+    r = client.post("/samples", json={"image": b64(png), "text": "cd34", "site": "other.example"},
+                    headers={TOKEN_HEADER: TOKEN})
+    assert r.json["fits_model"] is True
+
+
 @pytest.mark.parametrize("fields, words", [
-    ({"text": "ab!Q"}, r"does not know: '!', 'Q'"),
-    ({"text": "abc"}, "has 3 characters; model 'random' reads 4"),
+    ({"text": "ab 12"}, "spaces or control characters"),
+    ({"text": "ab_12"}, "cannot be a file name"),
+    ({"text": "x" * 65}, "at most 64"),
     ({}, "'text' is missing"),
     ({"text": 1234}, "'text' must be a string"),
     ({"text": "ab12", "site": "/../"}, "site '/../' cannot be a folder name"),

@@ -154,7 +154,7 @@ def test_writes_need_the_token_even_from_the_extension(host):
     assert not (host.home / "samples").exists()
     ok = host.call("POST", "/samples", body, headers={**json_h, TOKEN_HEADER: host.token(),
                                                      "Origin": extension_origin()})
-    assert ok.status == 201 and ok.json == {"saved": "ab12.png", "count": 1}
+    assert ok.status == 201 and ok.json == {"saved": "ab12.png", "count": 1, "fits_model": True}
     assert (host.home / "samples" / "sec.example" / "ab12.png").is_file()
     assert host.call("POST", "/reload", b"", headers={TOKEN_HEADER: host.token()}).status == 200
 
