@@ -7,10 +7,19 @@ import secrets
 import threading
 from collections import OrderedDict
 
-DEMO_SIZE = (160, 60)  # the size the default model was trained at
-DEMO_CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
-DEMO_LENGTH = 4
 KEEP = 512  # challenges remembered; older ones are forgotten ("expired")
+
+
+def demo_scheme(model_dir=None) -> tuple[str, int, tuple[int, int]]:
+    """(charset, length, (width, height)) of the captchas the shipped model was trained on,
+    read from its metadata: nothing about the model is typed here a second time."""
+    from captchalens.contract import load_meta
+    from captchalens.solver import DEFAULT_MODEL
+
+    meta = load_meta(model_dir or DEFAULT_MODEL)
+    spec = meta.trained_on.get("spec", {})
+    size = spec.get("preferred") or [spec.get("width", [160])[0], spec.get("height", [60])[0]]
+    return spec.get("charset", meta.charset), meta.lengths[0], (int(size[0]), int(size[1]))
 
 
 class DemoChallenges:
@@ -26,10 +35,12 @@ class DemoChallenges:
         """-> (challenge id, data: URL of a fresh captcha PNG)."""
         from captcha.image import ImageCaptcha
 
-        text = "".join(secrets.choice(DEMO_CHARSET) for _ in range(DEMO_LENGTH))
         with self._lock:
             if self._captcha is None:
-                self._captcha = ImageCaptcha(width=DEMO_SIZE[0], height=DEMO_SIZE[1])
+                self._charset, self._length, (w, h) = demo_scheme()
+                self._captcha = ImageCaptcha(width=w, height=h)
+        text = "".join(secrets.choice(self._charset) for _ in range(self._length))
+        with self._lock:
             im = self._captcha.generate_image(text)
         buf = io.BytesIO()
         im.save(buf, "PNG")
