@@ -8,28 +8,25 @@ import time
 from pathlib import Path
 
 
-def _size_range(s: str) -> tuple[int, int]:
-    """'160' -> (160, 160); '100-220' -> (100, 220)."""
-    try:
-        a, _, b = s.partition("-")
-        lo, hi = int(a), int(b or a)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or N-M, got {s!r}") from None
-    if not 8 <= lo <= hi <= 2048:
-        raise argparse.ArgumentTypeError(f"size {s!r} must satisfy 8 <= N <= M <= 2048")
-    return lo, hi
+def _range(what: str, lo_limit: int, hi_limit: int):
+    """An argparse type for 'N' -> (N, N) or 'N-M' -> (N, M), within limits."""
+
+    def parse(s: str) -> tuple[int, int]:
+        try:
+            a, _, b = s.partition("-")
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected N or N-M, got {s!r}") from None
+        if not lo_limit <= lo <= hi <= hi_limit:
+            raise argparse.ArgumentTypeError(
+                f"{what} {s!r} must satisfy {lo_limit} <= N <= M <= {hi_limit}")
+        return lo, hi
+
+    return parse
 
 
-def _length_range(s: str) -> tuple[int, int]:
-    """'5' -> (5, 5); '4-6' -> (4, 6): characters per captcha."""
-    try:
-        a, _, b = s.partition("-")
-        lo, hi = int(a), int(b or a)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or N-M, got {s!r}") from None
-    if not 1 <= lo <= hi <= 64:
-        raise argparse.ArgumentTypeError(f"length {s!r} must satisfy 1 <= N <= M <= 64")
-    return lo, hi
+_size_range = _range("size", 8, 2048)  # image widths/heights in pixels
+_length_range = _range("length", 1, 64)  # characters per captcha
 
 
 def _wxh(s: str) -> tuple[int, int]:
