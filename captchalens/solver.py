@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class Answer:
 class Solver:
     """One loaded model: preprocessing, network and decoding from its metadata."""
 
-    def __init__(self, model_dir: str | os.PathLike | None = None):
+    def __init__(self, model_dir: str | os.PathLike | None = None, fast: bool = True):
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         self.meta: ModelMeta = load_meta(self.model_dir)
         weights = self.model_dir / self.meta.files.get("keras", "model.h5")
@@ -68,6 +69,22 @@ class Solver:
                                 input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
                                 reduce_retracing=True)
         self._tf = tf
+        self.fast = self._load_fast() if fast else None
+
+    def _load_fast(self):
+        """The TFLite file for single captchas, when the model has one (see fast.py).
+        A damaged one costs speed, not answers: say so and use TF."""
+        name = self.meta.files.get("tflite")
+        if not name:
+            return None
+        from .fast import FastRunner
+
+        try:
+            return FastRunner(self.model_dir / name, self.meta.output_shape)
+        except Exception as e:
+            print(f"captchalens: note: {self.model_dir / name} is unusable ({str(e).splitlines()[0][:200]}); "
+                  f"solving through TensorFlow instead, about 2 ms slower per captcha", file=sys.stderr)
+            return None
 
     # ---- core ------------------------------------------------------------
     def probs(self, images: list[np.ndarray]) -> np.ndarray:
@@ -79,6 +96,9 @@ class Solver:
         for idx in by_size.values():
             for s in range(0, len(idx), BATCH):
                 part = idx[s:s + BATCH]
+                if len(part) == 1 and self.fast is not None:
+                    out[part] = self.fast.probs(images[part[0]])
+                    continue
                 batch = images[part[0]][None] if len(part) == 1 else np.stack([images[i] for i in part])
                 out[part] = self._run(self._tf.constant(batch)).numpy()
         return out

@@ -78,3 +78,30 @@ def test_architectures_have_one_output_matching_the_contract(arch):
     assert list(model.output_shape[1:]) == meta.output_shape
     if arch != "baseline":
         assert model.count_params() <= 1_000_000 and models.count_macs(model) <= 50_000_000
+
+
+def test_training_goes_on_from_a_base_model_of_the_same_settings(tmp_path, tiny_model):
+    """How the default model's second stage is made: --base continues a model on new captchas."""
+    base = load_meta(tiny_model)
+    base_weights = keras.models.load_model(tiny_model / KERAS_FILE, compile=False).get_weights()
+    cfg = dict(name="m2", width_mult=0.25, train_size=128, val_size=32, epochs=1, verbose=0,
+               workers=1, seed=2, lr=1e-9)  # a learning rate this small leaves the weights as they were
+    path, meta = train_generated(TrainConfig(out=str(tmp_path / "m2"), base=str(tiny_model), **cfg))
+    assert meta.trained_on["base"]["name"] == base.name
+    assert meta.trained_on["base"]["trained_on"]["train_size"] == base.trained_on["train_size"]
+    after = keras.models.load_model(path / KERAS_FILE, compile=False).get_weights()
+    kernels = [i for i, w in enumerate(base_weights) if w.ndim == 4]
+    assert all(np.allclose(after[i], base_weights[i], atol=1e-5) for i in kernels)
+
+
+def test_a_base_model_of_other_settings_is_refused_clearly(tmp_path, tiny_model):
+    from captchalens.contract import ContractError
+
+    with pytest.raises(ContractError, match="charset"):
+        train_generated(TrainConfig(out=str(tmp_path / "m"), base=str(tiny_model), charset="0123456789",
+                                    width_mult=0.25, train_size=64, val_size=16, epochs=1, verbose=0,
+                                    workers=1))
+    with pytest.raises(ContractError, match="layers differ"):
+        train_generated(TrainConfig(out=str(tmp_path / "m"), base=str(tiny_model), width_mult=0.5,
+                                    train_size=64, val_size=16, epochs=1, verbose=0, workers=1))
+    assert not (tmp_path / "m").exists()

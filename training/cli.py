@@ -103,7 +103,9 @@ def register(sub) -> None:
                        help="start from random weights")
     own.add_argument("--base", default=None,
                      help="model folder to fine-tune from (default: the shipped default model; give "
-                          "your previous model of the same site to refine it with new samples)")
+                          "your previous model of the same site to refine it with new samples). "
+                          "Without --data: a model of the same settings to go on training on newly "
+                          "generated captchas (how the default model's second stage is made)")
     own.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random shifts, zoom, rotation, "
                           "contrast and noise)")
@@ -156,7 +158,7 @@ def cmd_train(args) -> int:
         train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1,
-        fresh_eval=args.fresh_eval)
+        fresh_eval=args.fresh_eval, base=args.base)
     t0 = time.time()
     path, meta = train_generated(cfg)
     print(f"\nwrote {path} ({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds) "

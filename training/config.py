@@ -38,5 +38,6 @@ class TrainConfig:
     workers: int | None = None
     verbose: int = 1
     fresh_eval: int = 0  # fresh captchas per size measured into the metadata (CLI default 2000)
+    base: str | None = None  # continue from this model's weights (same architecture and contract)
     extra_callbacks: list = field(default_factory=list)  # e.g. tests that interrupt a run
     extra_meta: dict = field(default_factory=dict)

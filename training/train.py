@@ -165,6 +165,10 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "HDF5 is legacy": it is what the tfjs converter reads
             model.save(tmp / KERAS_FILE, include_optimizer=False)
+        from captchalens.fast import TFLITE_FILE, export_tflite
+
+        export_tflite(model, meta, tmp / TFLITE_FILE)  # the single-captcha fast path
+        meta.files = {**meta.files, "keras": KERAS_FILE, "tflite": TFLITE_FILE}
         meta.params = int(model.count_params())
         meta.macs = models.count_macs(model)
         meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -189,6 +193,8 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     """Train on captchas from the `captcha` package (the default model's recipe)."""
     t0 = time.time()
     meta = make_meta(cfg)
+    if cfg.base:
+        check_base(meta, cfg.base)
     spec = GenSpec(charset=cfg.charset, min_length=cfg.length,
                    max_length=cfg.max_length or cfg.length, width=tuple(cfg.gen_width),
                    height=tuple(cfg.gen_height), preferred=cfg.gen_preferred,
@@ -199,6 +205,7 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     gen_s = time.time() - t0
     keras.utils.set_random_seed(cfg.seed)
     model = models.build(cfg.arch, meta, **({"width": cfg.width_mult} if cfg.arch != "baseline" else {}))
+    base = continue_from(model, meta, cfg.base) if cfg.base else None
     work = Path(str(Path(cfg.out).resolve()) + ".work")
     hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work)
     train_s = time.time() - t0 - gen_s
@@ -212,6 +219,8 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
         "epochs_run": len(hist.history.get("loss", [])), "batch_size": cfg.batch_size, "lr": cfg.lr,
         "generate_seconds": round(gen_s, 1), "train_seconds": round(train_s, 1),
     }
+    if base is not None:
+        meta.trained_on["base"] = base
     meta.trained_on.update(cfg.extra_meta)
     meta.metrics = {"val_captcha_acc": _last(hist, "val_captcha_acc")}
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
@@ -220,6 +229,39 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
 
         meta.metrics = record_fresh_metrics(path, cfg.fresh_eval, workers=cfg.workers)
     return path, meta
+
+
+_SAME = ("architecture", "charset", "decoding", "output_shape", "input_height", "input_width",
+         "input_channels", "preprocessing")
+
+
+def check_base(meta: ModelMeta, base_dir: str | os.PathLike) -> ModelMeta:
+    """The base model must read the same contract (checked before generating)."""
+    from captchalens.contract import ContractError, load_meta
+
+    bmeta = load_meta(base_dir)  # clear ContractError for a missing or broken folder
+    diff = [k for k in _SAME if getattr(bmeta, k) != getattr(meta, k)]
+    if diff:
+        raise ContractError(f"{base_dir}: cannot continue from this model: its {', '.join(diff)} "
+                            f"differ from the model being trained")
+    return bmeta
+
+
+def continue_from(model, meta: ModelMeta, base_dir: str | os.PathLike) -> dict:
+    """Load a trained model's weights into `model` to train it further on new
+    captchas (the default model is trained in two stages: see the Makefile).
+    Returns the base's training record, so the new metadata keeps the history."""
+    from captchalens.contract import ContractError
+
+    base_dir = Path(base_dir)
+    bmeta = check_base(meta, base_dir)
+    base = keras.models.load_model(base_dir / bmeta.files.get("keras", KERAS_FILE), compile=False)
+    if [w.shape for w in base.get_weights()] != [w.shape for w in model.get_weights()]:
+        raise ContractError(f"{base_dir}: cannot continue from this model: its layers differ "
+                            f"(another --width-mult?)")
+    model.set_weights(base.get_weights())
+    return {"folder": base_dir.name, "name": bmeta.name, "trained_on": bmeta.trained_on,
+            "metrics": bmeta.metrics}
 
 
 def _last(hist, key):
