@@ -104,16 +104,27 @@ def main() -> int:
         if not files_160:
             files_160 = files
 
-    # single-captcha latency through the real two-line API (warm)
-    for f in files_160[:20]:
-        dec_batch(f, model=args.model)
-    singles = []
-    for i in range(args.single_runs):
-        f = files_160[i % len(files_160)]
-        t = time.perf_counter()
-        dec_batch(f, model=args.model)
-        singles.append((time.perf_counter() - t) * 1000)
-    single_ms = statistics.median(singles)
+    # single-captcha latency through the real two-line API (warm): the TFLite fast path
+    # when the model has one, and the TensorFlow path for comparison
+    def single_latency(model_arg, runs):
+        for f in files_160[:20]:
+            dec_batch(f, model=model_arg)
+        times = []
+        for i in range(runs):
+            f = files_160[i % len(files_160)]
+            t = time.perf_counter()
+            dec_batch(f, model=model_arg)
+            times.append((time.perf_counter() - t) * 1000)
+        return times
+
+    singles = single_latency(args.model, args.single_runs)
+    from captchalens import solver as solver_mod
+    tf_solver = solver_mod.Solver(solver.model_dir, fast=False)
+    key = str(Path(solver.model_dir).resolve())
+    fast_solver, solver_mod._SOLVERS[key] = solver_mod._SOLVERS[key], tf_solver
+    tf_singles = single_latency(args.model, args.single_runs)
+    solver_mod._SOLVERS[key] = fast_solver
+    tf_single_ms = statistics.median(tf_singles)
     # batched model throughput on decoded pixels (no PNG decoding)
     from captchalens.images import read_rgba
     pix = [read_rgba(f) for f in files_160]
@@ -135,10 +146,12 @@ def main() -> int:
                 dddd = json.loads(r.stdout.strip().splitlines()[-1])
             else:
                 print(r.stderr[-2000:], file=sys.stderr)
+    singles += single_latency(args.model, args.single_runs)  # again after ddddocr: both ends of its run
+    single_ms = statistics.median(singles)
     truth = rows[0]["texts"]
 
     lines = [
-        "## Python solver (TF) — `bench/python_bench.py`",
+        "## Python solver — `bench/python_bench.py`",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores (shared machine), TF CPU; model `{meta.name}` "
@@ -153,7 +166,10 @@ def main() -> int:
     lines += [
         "",
         f"- single captcha through `dec_batch(file)` (PNG read + preprocess + model + decode), "
-        f"median of {args.single_runs} warm runs: **{single_ms:.2f} ms**",
+        f"median of {len(singles)} warm runs (half before, half after ddddocr's): **{single_ms:.2f} ms** "
+        f"with the TFLite fast path{'' if solver.fast else ' (NOT present in this model)'}; "
+        f"{tf_single_ms:.2f} ms through TensorFlow (`Solver(fast=False)`, {len(tf_singles)} runs), "
+        f"{tf_single_ms / single_ms:.1f}x slower",
         f"- batched throughput on decoded pixels (preprocess + model, no PNG I/O), median of 3 passes: "
         f"**{pix_per_s:.0f} captchas/s**",
         f"- machine load average when the run ended: {os.getloadavg()[0]:.1f} (2 cores)",
