@@ -6,7 +6,7 @@ it measured; this only stitches them together in a fixed order.
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["python", "convert", "browser", "host", "retrain"]
+ORDER = ["python", "confidence", "convert", "browser", "host", "retrain"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores
@@ -17,6 +17,7 @@ script; then `python bench/assemble.py` rebuilds this file.
 | section | script |
 |---|---|
 | Python solver vs ddddocr | `bench/python_bench.py` |
+| Confidence threshold | `bench/confidence.py` |
 | Converter quantisation | `bench/convert_quant.py` |
 | In-browser (extension, TF.js) | `bench/browser_bench.py` |
 | Local host (HTTP) | `bench/host_bench.py` |
