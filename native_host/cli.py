@@ -28,8 +28,12 @@ def register(sub) -> None:
                         "Default: the shipped model")
     p.add_argument("--threads", type=int, default=16,
                    help="request threads (default 16; concurrent requests share model calls)")
-    p.add_argument("--no-batching", action="store_true",
-                   help="run the model once per request instead of micro-batching concurrent ones")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batching", dest="batching", action="store_const", const=True,
+                       help="micro-batch concurrent requests into one TensorFlow call (default for "
+                            "models without the TFLite fast path, model.tflite)")
+    batch.add_argument("--no-batching", dest="batching", action="store_const", const=False,
+                       help="run the model once per request (default for models with model.tflite)")
     p.add_argument("--extension-id", default=None, metavar="ID",
                    help="the extension allowed to call the host (default: computed from the key "
                         "in extension/manifest.json)")
@@ -87,7 +91,7 @@ def run_serve(args) -> int:
         ensure_token()
         app = create_app({"PORT": port, "EXPOSED": args.exposed, "MODEL_DIRS": args.model,
                           "EXTENSION_ID": args.extension_id, "PAIRING": not args.no_pairing,
-                          "BATCHING": not args.no_batching})
+                          "BATCHING": args.batching})
         app_box.append(app)
         print(banner(app, host, port), flush=True)
         server.run()

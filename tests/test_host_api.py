@@ -90,6 +90,27 @@ def test_each_captcha_gets_its_own_answer(client, expected):
     assert len({round(c, 5) for c in confidences}) == 3  # the model does tell these apart
 
 
+def test_micro_batching_is_kept_for_models_without_the_fast_path(home, model, tmp_path):
+    """bench/results/host.md: with model.tflite one call per request serves more; without, batching."""
+    from captchalens.fast import TFLITE_FILE
+    from captchalens.native_host.models import BatchRunner, LockedRunner, Registry
+
+    slow = tmp_path / "slow"
+    shutil.copytree(model, slow)
+    (slow / TFLITE_FILE).unlink()
+    meta = json.loads((slow / META_FILE).read_text())
+    del meta["files"]["tflite"]
+    (slow / META_FILE).write_text(json.dumps(meta))
+
+    def runner(folder, batching=None):
+        (entry,) = Registry([folder], batching=batching).reload().entries.values()
+        return entry.runner
+
+    assert isinstance(runner(model), LockedRunner) and isinstance(runner(slow), BatchRunner)
+    assert isinstance(runner(model, batching=True), BatchRunner)
+    assert isinstance(runner(slow, batching=False), LockedRunner)
+
+
 def test_a_model_is_chosen_by_name_and_an_unknown_one_is_named(client):
     png, _ = captcha(1)
     assert client.post("/solve?model=random", data=png, content_type="image/png").status_code == 200

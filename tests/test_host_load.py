@@ -24,9 +24,11 @@ def model(tmp_path_factory):
     return untrained_model(tmp_path_factory.mktemp("model") / "random")
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory, model):
-    server = HostProcess(tmp_path_factory.mktemp("load") / "home", [model])
+@pytest.fixture(scope="module", params=["default", "--batching"])
+def host(request, tmp_path_factory, model):
+    """The default (one fast TFLite call per request for this model) and micro-batching."""
+    extra = [] if request.param == "default" else [request.param]
+    server = HostProcess(tmp_path_factory.mktemp("load") / "home", [model], *extra)
     try:
         yield server.wait_ready()
     finally:

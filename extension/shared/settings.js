@@ -12,8 +12,9 @@ var SETTINGS_DEFAULTS = Object.freeze({
   engine: 'auto', // 'browser' (TF.js here), 'host' (local host), 'auto' (browser, host when unsure or failing)
   hostUrl: 'http://127.0.0.1:8765', // local host base URL
   autoFill: true, // type the answer into the captcha's input
-  // Below this confidence: auto asks the host; auto-solve does not fill. Measured on 2,000 fresh
-  // captchas with the default model: at 0.35, 2.9% of right answers fall below, 61% of wrong ones do.
+  // Below this confidence: auto asks the host; auto-solve does not fill. Measured on 12,000 fresh
+  // captchas with the default model (bench/confidence.py): at 0.35, 1.6% of right answers fall
+  // below, 66% of wrong ones do.
   threshold: 0.35,
   model: '', // model for sites without their own ('' = the default in models/index.json)
   rememberSites: true, // remember each site's image and input after a successful solve
