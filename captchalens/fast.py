@@ -79,12 +79,15 @@ class FastRunner:
     """A TFLite interpreter for one image at a time; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, output_shape: list[int]):
-        from ._tf import tf
+        from ._tf import _quiet_stderr, tf
 
         self.path = Path(path)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
             self._it = tf.lite.Interpreter(model_path=str(self.path), num_threads=1)
+            # The first allocation applies the XNNPACK delegate, which logs an INFO
+            # line to fd 2; do it here, quietly, rather than on the first image.
+            self._it.allocate_tensors()
         inp, out = self._it.get_input_details(), self._it.get_output_details()
         if (len(inp) != 1 or len(out) != 1 or inp[0]["dtype"] != np.uint8
                 or list(inp[0]["shape_signature"]) != [1, -1, -1, 4]
