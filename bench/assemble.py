@@ -9,9 +9,11 @@ HERE = Path(__file__).resolve().parent
 ORDER = ["python", "confidence", "convert", "browser", "host", "retrain"]
 HEADER = """# Benchmarks
 
-All figures below were measured on this project's machine: 2 CPU cores
-(Intel Xeon, AVX-512), no GPU, shared with other work — so each table quotes
-medians and ratios taken within one run. Regenerate a section by running its
+All figures below were measured on this project's machine: 2 CPU cores, no
+GPU, shared with other work — so each table quotes medians and ratios taken
+within one run. The CPU under the machine has changed between sessions (an
+Intel Xeon with AVX-512, an AMD EPYC with AVX2), which moves speed by up to
+~2x: each section names the CPU it ran on. Regenerate a section by running its
 script; then `python bench/assemble.py` rebuilds this file.
 
 | section | script |

@@ -20,7 +20,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import support_browser as sb  # noqa: E402
+from _machine import cpu  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "browser.md"
 GOAL_WARM_MS = 10.0  # wasm pixels -> text
@@ -180,7 +180,7 @@ def render(args, meta, version, cold, warm, menu, load_before, load_after) -> st
         "",
         f"`bench/browser_bench.py` in headless Chromium {version} (`nice -n 10`), "
         f"TF.js {cold[0]['tf']} in the extension's service worker, {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), shared with other work "
+        f"{cpu()}, shared with other work "
         f"(load average {load_before:.1f} before, {load_after:.1f} after). "
         f"Model: {model_desc}. Captcha: one generated 160x60 image. Milliseconds.",
         "",

@@ -30,6 +30,7 @@ from captchalens.decode import decode  # noqa: E402
 from captchalens.solver import DEFAULT_MODEL, Solver  # noqa: E402
 from captchalens.tfjs_engine import probs_tfjs  # noqa: E402
 from captchalens.training.generate import GenSpec, generate  # noqa: E402
+from _machine import cpu  # noqa: E402
 
 VARIANTS = ("none", "float16", "uint8")  # --quantize values; "none" = float32 weights
 # Two captcha sets, seeds never used in training (training: 1 and 1_000_004).
@@ -109,7 +110,7 @@ def report(res: dict, model: Path) -> str:
         "loads them (tfjs-core io_utils.decodeWeight), so quantisation only changes the download (see the browser "
         "section for speed).",
         "",
-        f"Measured {dt.date.today().isoformat()} on {platform.machine()} ({platform.python_version()}); "
+        f"Measured {dt.date.today().isoformat()} on {cpu()} (Python {platform.python_version()}); "
         f"regenerate with `.venv/bin/python bench/convert_quant.py`.",
         "",
     ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from support_host import HostProcess, captcha  # noqa: E402
+from _machine import cpu  # noqa: E402
 
 DEFAULT = ROOT / "captchalens" / "models" / "default"
 CLIENTS = 32
@@ -206,7 +206,7 @@ def render(r: dict, args, note: str, meta: dict, load: tuple[float, float]) -> s
         "## Local host (HTTP)",
         "",
         f"`bench/host_bench.py` against real `captchalens serve` processes (waitress, {args.threads} "
-        f"threads) on 127.0.0.1, {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}. "
+        f"threads) on 127.0.0.1, {time.strftime('%Y-%m-%d')}, {cpu()}, Python {platform.python_version()}. "
         f"Model: {note}; {meta.get('architecture', '?')}, input {meta['input_height']}x"
         f"{meta['input_width']}, {meta.get('macs', 0) / 1e6:.0f} M MACs. Captchas: 160x60 PNGs, "
         f"{DISTINCT} different ones in turn, one per request. Milliseconds.",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DDDD_VENV = ROOT / ".cache" / "bench-ddddocr"
 
@@ -153,8 +153,7 @@ def main() -> int:
     lines = [
         "## Python solver — `bench/python_bench.py`",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores (shared machine), TF CPU; model `{meta.name}` "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {cpu()} (shared machine), TF CPU; model `{meta.name}` "
         f"({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds, input "
         f"{meta.input_width}x{meta.input_height}). Fresh captchas, seed {args.seed}+.",
         "",

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 TEST_SHARE, TEST_SEED = 0.15, 1  # the shared set's train/test split (never tuned)
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": f"{cpu()}, Python {platform.python_version()}",
         "cpu": f"load average at start {load_start}, at end {load_avg()}; "
                f"total {(time.time() - t_all) / 60:.1f} min",
         "extra_flags": extra,

@@ -84,7 +84,7 @@ def run_serve(args) -> int:
                         f"`captchalens serve` running? try --port)") from None
     port = server.effective_port
     try:
-        print(f"loading models ...", file=sys.stderr, flush=True)
+        print("loading models ...", file=sys.stderr, flush=True)
         from . import create_app
         from .security import ensure_token
 

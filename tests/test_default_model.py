@@ -1,5 +1,4 @@
 """The shipped default model reads fresh captcha-package captchas."""
-import json
 
 import pytest
 
