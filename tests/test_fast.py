@@ -52,6 +52,18 @@ def test_the_shipped_model_answers_the_same_through_both_paths(default_model_dir
     assert sum(a.text == t for a, t in zip(a_fast, texts)) >= 57  # and they are right
 
 
+def test_a_lone_image_through_tensorflow_answers_as_it_does_in_a_batch(tiny_model):
+    # The TF path runs a lone image as a pair (oneDNN is ~30x slower at batch 1 on
+    # some CPUs); its answer must be the one it gets among others of its size.
+    meta = load_meta(tiny_model)
+    spec = GenSpec(charset=meta.charset, min_length=meta.lengths[0], max_length=meta.lengths[1])
+    images, _ = generate(spec, 6, 75, workers=1, progress=False)
+    slow = Solver(tiny_model, fast=False)
+    together = slow.probs(images)
+    assert together.shape == (6, *meta.output_shape)
+    assert np.abs(_one_by_one(slow, images) - together).max() < 1e-5
+
+
 def test_a_damaged_fast_file_costs_speed_not_answers(tiny_model, tmp_path, capsys):
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
