@@ -190,8 +190,8 @@ def render(r: dict, args, note: str, meta: dict, load: tuple[float, float]) -> s
     f = lambda x: f"{x:.1f}"  # noqa: E731
     rows = []
     fast = "tflite" in meta.get("files", {})
-    for mode, label in (("batching", "micro-batching (`--batching`)" + ("" if fast else ", this model's default")),
-                        ("lock", "one call per request (`--no-batching`)" + (", this model's default" if fast else ""))):
+    for mode, label in (("batching", "micro-batching (the default)"),
+                        ("lock", "one call per request (`--no-batching`)")):
         m = r[mode]
         rows.append(f"| {label} | {f(m['keepalive']['p50'])} | {f(m['keepalive']['p99'])} | "
                     f"{f(m['keepalive']['server_p50'])} | {f(m['newconn']['p50'])} | {f(m['newconn']['p99'])} | "
@@ -199,9 +199,9 @@ def render(r: dict, args, note: str, meta: dict, load: tuple[float, float]) -> s
                     f"{m['load']['errors']} of {m['load']['total']} |")
     b, k = r["batching"]["load"]["rps"], r["lock"]["load"]["rps"]
     verdict = ("so batching pays" if b >= k else "so batching does not pay") + (
-        f" for this model, which {'has' if fast else 'lacks'} the TFLite fast path (model.tflite). Without a "
-        f"flag the host batches only models that lack it: through TF one call per image costs ~2.5 ms, "
-        f"through TFLite ~0.5 ms, less than a TF batch spends per image")
+        f" for this model, which {'has' if fast else 'lacks'} the TFLite fast path (model.tflite): a lone "
+        f"request's model call, batched or not, goes through {'TFLite' if fast else 'TensorFlow'}; a batch "
+        f"of two or more through TensorFlow")
     return "\n".join([
         "## Local host (HTTP)",
         "",

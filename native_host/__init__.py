@@ -45,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         EXTENSION_MANIFEST=str(MANIFEST),
         TOKEN=None,  # None = the token file in the CaptchaLens home (created on first run)
         PAIRING=True,  # POST /pair hands the token to the extension's options page
-        BATCHING=None,  # micro-batch concurrent requests: None = when the model has no fast path
+        BATCHING=True,  # micro-batch concurrent requests (False: one model call per request)
         RELOAD_INTERVAL=1.0,  # seconds between looks at the model folders
         MAX_CONTENT_LENGTH=MAX_BODY,
         MAX_FORM_MEMORY_SIZE=MAX_BODY,

@@ -29,11 +29,10 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=16,
                    help="request threads (default 16; concurrent requests share model calls)")
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batching", dest="batching", action="store_const", const=True,
-                       help="micro-batch concurrent requests into one TensorFlow call (default for "
-                            "models without the TFLite fast path, model.tflite)")
-    batch.add_argument("--no-batching", dest="batching", action="store_const", const=False,
-                       help="run the model once per request (default for models with model.tflite)")
+    batch.add_argument("--batching", dest="batching", action="store_true", default=True,
+                       help="micro-batch concurrent requests into one model call (the default)")
+    batch.add_argument("--no-batching", dest="batching", action="store_false",
+                       help="run the model once per request")
     p.add_argument("--extension-id", default=None, metavar="ID",
                    help="the extension allowed to call the host (default: computed from the key "
                         "in extension/manifest.json)")

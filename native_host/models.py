@@ -139,7 +139,7 @@ def _stamp(folder: Path) -> tuple:
 class Registry:
     fixed: list[Path]  # --model folders, or the shipped default
     fixed_source: str = "cli"
-    batching: bool | None = None  # None: micro-batch only models without the TFLite fast path
+    batching: bool = True  # micro-batch concurrent requests (False: one model call per request)
     check_interval: float = 1.0  # seconds between two looks at the folders
     entries: dict[str, Entry] = field(default_factory=dict)
     default: str | None = None
@@ -210,10 +210,10 @@ class Registry:
         except Exception as e:  # noqa: BLE001 - a damaged folder must never take the host down
             log.exception("model %s not loaded", folder)
             return Entry(label, folder, source, stamp, error=f"{folder}: {type(e).__name__}: {e}")
-        # bench/results/host.md: with the TFLite fast path one call per request serves more than
-        # micro-batching through TF (597 vs 508 req/s under 32 clients); without it, batching wins
-        batching = self.batching if self.batching is not None else solver.fast is None
-        runner = BatchRunner(solver) if batching else LockedRunner(solver)
+        # bench/results/host.md: under 32 clients micro-batching served 1.5-2x more than one call
+        # per request on an AMD EPYC (a lone image's TFLite call waits for the GIL behind busy
+        # request threads); on a Xeon it served 12% less. Batching by default risks less.
+        runner = BatchRunner(solver) if self.batching else LockedRunner(solver)
         log.info("model %s loaded from %s", label, folder)
         return Entry(label, folder, source, stamp, meta=solver.meta, runner=runner)
 

@@ -2,17 +2,17 @@
 the TensorFlow path gives, and a damaged fast file costs speed, not answers."""
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 
 import numpy as np
 import pytest
 
-from captchalens.contract import KERAS_FILE, META_FILE, ContractError, load_meta
+from captchalens.contract import KERAS_FILE, ContractError, load_meta
 from captchalens.fast import TFLITE_FILE
 from captchalens.solver import Solver
 from captchalens.training.generate import GenSpec, generate
+from support_fast import copy_without_fast_path
 
 
 def _captchas(meta, n, seed):
@@ -88,12 +88,7 @@ def test_a_missing_fast_file_is_named_and_tensorflow_answers(tiny_model, tmp_pat
 
 
 def test_a_model_from_before_the_fast_path_still_solves(tiny_model, tmp_path, capsys):
-    model = tmp_path / "m"
-    shutil.copytree(tiny_model, model)
-    (model / TFLITE_FILE).unlink()
-    meta = json.loads((model / META_FILE).read_text())
-    del meta["files"]["tflite"]
-    (model / META_FILE).write_text(json.dumps(meta))
+    model = copy_without_fast_path(tiny_model, tmp_path / "m")
     solver = Solver(model)
     assert solver.fast is None and capsys.readouterr().err == ""  # nothing to complain about
     images, _ = _captchas(load_meta(model), 2, seed=75)

@@ -24,9 +24,9 @@ def model(tmp_path_factory):
     return untrained_model(tmp_path_factory.mktemp("model") / "random")
 
 
-@pytest.fixture(scope="module", params=["default", "--batching"])
+@pytest.fixture(scope="module", params=["default", "--no-batching"])
 def host(request, tmp_path_factory, model):
-    """The default (one fast TFLite call per request for this model) and micro-batching."""
+    """The default (micro-batching) and one model call per request."""
     extra = [] if request.param == "default" else [request.param]
     server = HostProcess(tmp_path_factory.mktemp("load") / "home", [model], *extra)
     try:
