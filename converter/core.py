@@ -216,13 +216,18 @@ def _temp_dir(dest: Path) -> Path:
 def convert_to_folder(model_dir: Path, meta: ModelMeta, meta_bytes: bytes, dest: Path,
                       quantize: str = "none") -> int:
     """Convert one model into dest (atomically). Returns the model's TF.js bytes."""
-    model = load_keras(model_dir, meta)
+    from .fold import fold_batchnorm
+
+    # TF.js runs each layer as its own op: batch norms folded into the convs save
+    # ~15-25% of the extension's time per captcha (bench/results/browser.md)
+    model, folded = fold_batchnorm(load_keras(model_dir, meta))
     tmp = _temp_dir(dest)
     try:
         source = {
             "source_sha256": sha256_file(model_dir / meta.files.get("keras", KERAS_FILE)),
             "meta_sha256": hashlib.sha256(meta_bytes).hexdigest(),
             "quantize": quantize,
+            "folded_batchnorms": folded,
         }
         size = write_tfjs(model, tmp, quantize, {"captchalens": source})
         (tmp / META_FILE).write_bytes(meta_bytes)  # verbatim: the contract is never retyped

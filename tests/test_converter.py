@@ -220,6 +220,7 @@ def test_the_shipped_conversion_is_the_shipped_model_and_index_and_vendor_are_re
     source = json.loads((shipped / "default" / "model.json").read_text())["userDefinedMetadata"]["captchalens"]
     assert source["source_sha256"] == sha256_file(DEFAULT_MODEL / KERAS_FILE)
     assert source["quantize"] == "none"  # float32: see bench/results/convert.md
+    assert source["folded_batchnorms"] == 8  # converted with its batch norms folded into the convs
     copy = tmp_path / "models"
     shutil.copytree(shipped, copy)
     (copy / "index.json").unlink()
