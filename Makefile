@@ -6,15 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup venv node chromium model convert bench clean
+.PHONY: run test setup venv node chromium fonts model general convert bench clean
 
 run: venv
 	$(VENV)/bin/captchalens serve
 
-test: venv node chromium
+test: venv node chromium fonts
 	$(PY) -m pytest
 
-setup: venv node chromium
+setup: venv node chromium fonts
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -31,6 +31,25 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Fonts for the broad renderer (training/render.py), from Debian, each under a licence that
+# allows it (SIL OFL 1.1, Apache 2.0, GPL with the font exception, MIT, BSD, Bitstream Vera,
+# M+ and the LPPL-free TeX Gyre). courier-prime, comic-neue and averia-gwf draw only the
+# held-out schemes, never the training mix.
+FONT_PACKAGES := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-roboto-unhinted \
+  fonts-open-sans fonts-cantarell fonts-comic-neue fonts-crosextra-carlito fonts-crosextra-caladea \
+  fonts-lato fonts-inconsolata fonts-hack fonts-ebgaramond fonts-quicksand fonts-sil-andika \
+  fonts-urw-base35 fonts-oxygen fonts-cabin fonts-comfortaa fonts-go fonts-jetbrains-mono \
+  fonts-sil-charis fonts-vollkorn fonts-yanone-kaffeesatz fonts-oldstandard fonts-bebas-neue \
+  fonts-anonymous-pro fonts-courier-prime fonts-fantasque-sans fonts-agave fonts-lobster \
+  fonts-averia-gwf fonts-averia-sans-gwf fonts-averia-serif-gwf fonts-league-mono fonts-isabella \
+  fonts-kristi fonts-mplus fonts-dkg-handwriting fonts-linuxlibertine fonts-texgyre
+
+fonts:
+	@dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1 || { \
+	  echo "installing the renderer's fonts (Debian fonts-* packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(FONT_PACKAGES) >/dev/null; }
 
 # Reproduce the shipped default model, then convert it. Three stages, timed on this
 # 2-core CPU: 160k generated captchas x 10 epochs (93 min, the CPU shared with other

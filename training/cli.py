@@ -51,10 +51,10 @@ def register(sub) -> None:
                         "unless given")
     p.add_argument("--out", default=d.out, help=f"model folder to write (default {d.out})")
     p.add_argument("--name", default=None, help="model name in its metadata (default: the --out folder name)")
-    p.add_argument("--arch", default="auto", choices=["auto", "small", "baseline", "ctc"],
+    p.add_argument("--arch", default="auto", choices=["auto", "small", "baseline", "ctc", "general"],
                    help="network: auto (default; generated: small for one length, ctc for several; "
                         "--data: ctc), small (fixed length), baseline (the seed's 5-layer CNN) or ctc "
-                        "(variable length)")
+                        "(variable length), general (the universal CTC reader)")
     p.add_argument("--width-mult", type=float, default=None,
                    help=f"channel multiplier of small/ctc (default {d.width_mult}; with --data: "
                         f"the fine-tuned model's)")
@@ -73,6 +73,12 @@ def register(sub) -> None:
                    help="size drawn most often, WIDTHxHEIGHT (default 160x60)")
     p.add_argument("--gen-preferred-share", type=float, default=d.gen_preferred_share,
                    help="share of images at --gen-preferred")
+    p.add_argument("--render-share", type=float, default=d.render_share,
+                   help="share of training captchas drawn by the broad renderer (many fonts, colours, "
+                        "noise and warps; training/render.py) instead of the `captcha` package "
+                        f"(default {d.render_share})")
+    p.add_argument("--augment", action="store_true",
+                   help="random warps, contrast and noise on generated captchas too")
     p.add_argument("--train-size", type=int, default=d.train_size, help="generated training captchas")
     p.add_argument("--val-size", type=int, default=d.val_size, help="generated validation captchas")
     p.add_argument("--epochs", type=int, default=None,
@@ -147,8 +153,8 @@ def cmd_train(args) -> int:
         return train_folder(args)
     _generated_defaults(args, TrainConfig())
     lo, hi = args.length
-    if lo != hi and args.arch != "ctc":
-        print("captchalens: error: a length range needs --arch ctc", file=sys.stderr)
+    if lo != hi and args.arch not in ("ctc", "general"):
+        print("captchalens: error: a length range needs --arch ctc or general", file=sys.stderr)
         return 2
     cfg = TrainConfig(
         out=args.out, name=args.name or Path(args.out).name, arch=args.arch, width_mult=args.width_mult,
@@ -158,12 +164,14 @@ def cmd_train(args) -> int:
         train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1,
-        fresh_eval=args.fresh_eval, base=args.base)
+        fresh_eval=args.fresh_eval, base=args.base, render_share=args.render_share,
+        augment=args.augment)
     t0 = time.time()
     path, meta = train_generated(cfg)
+    acc = meta.metrics.get("val_captcha_acc")
     print(f"\nwrote {path} ({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds) "
-          f"in {time.time() - t0:.0f} s; validation whole-captcha accuracy "
-          f"{100 * (meta.metrics.get('val_captcha_acc') or 0):.2f}%")
+          f"in {time.time() - t0:.0f} s" + (f"; validation whole-captcha accuracy {100 * acc:.2f}%"
+                                           if acc is not None else ""))
     for k, v in meta.metrics.items():
         if k.startswith("captcha_acc_"):
             print(f"  fresh captchas {k[len('captcha_acc_'):]}: {100 * v:.2f}% whole-captcha")

@@ -16,7 +16,7 @@ class TrainConfig:
 
     out: str = "runs/model"
     name: str = "model"
-    arch: str = "small"  # small | baseline | ctc
+    arch: str = "small"  # small | baseline | ctc | general
     width_mult: float = 0.75  # channel multiplier of the small/ctc trunk
     charset: str = DEFAULT_CHARSET
     length: int = 4  # generated captchas: min length (= max for fixed models)
@@ -39,5 +39,7 @@ class TrainConfig:
     verbose: int = 1
     fresh_eval: int = 0  # fresh captchas per size measured into the metadata (CLI default 2000)
     base: str | None = None  # continue from this model's weights (same architecture and contract)
+    render_share: float = 0.0  # share of training captchas from the broad renderer (training/render.py)
+    augment: bool = False  # random warps, contrast and noise on top (training/augment.py)
     extra_callbacks: list = field(default_factory=list)  # e.g. tests that interrupt a run
     extra_meta: dict = field(default_factory=dict)

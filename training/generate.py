@@ -38,6 +38,9 @@ class GenSpec:
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
+    def draw(self, seed: int, index: int):
+        return draw(self, seed, index)
+
 
 class _SeededSecrets:
     """The subset of `secrets` that captcha.image calls, from a seeded PRNG."""
@@ -101,7 +104,7 @@ def _chunk(args):
     out_x, texts = [], []
     pre = _worker_preprocessor(meta_json) if meta_json else None
     for i in range(start, stop):
-        im, text = draw(spec, seed, i)
+        im, text = spec.draw(seed, i)  # GenSpec, or render.RenderSpec
         texts.append(text)
         out_x.append(_rgba(im))
     if pre is not None:

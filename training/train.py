@@ -30,13 +30,13 @@ from .generate import GenSpec, cached
 
 
 def make_meta(cfg: TrainConfig) -> ModelMeta:
-    if cfg.arch == "ctc":
+    if cfg.arch in models.CTC_ARCHITECTURES:
         steps = cfg.input_width // 4
         return ModelMeta(
             name=cfg.name, charset=cfg.charset, input_height=cfg.input_height,
             input_width=cfg.input_width, input_channels=1, decoding="ctc_greedy",
             output_shape=[steps, len(cfg.charset) + 1], min_length=cfg.length,
-            max_length=cfg.max_length or cfg.length, architecture="ctc")
+            max_length=cfg.max_length or cfg.length, architecture=cfg.arch)
     return ModelMeta(
         name=cfg.name, charset=cfg.charset, input_height=cfg.input_height,
         input_width=cfg.input_width, input_channels=1, decoding="fixed",
@@ -61,6 +61,26 @@ def captcha_accuracy(meta: ModelMeta):
             return tf.reduce_mean(tf.cast(tf.reduce_all(pred == tf.cast(y_true, tf.int32), axis=-1), tf.float32))
         return captcha_acc
     return None  # CTC: measured by the greedy decoder in evaluate()
+
+
+class CtcValidation(keras.callbacks.Callback):
+    """Whole-captcha accuracy of a CTC model on the validation set, decoded as the
+    solver decodes (greedy), exact and ignoring case, written into the epoch's logs
+    before the checkpoint and early-stopping callbacks read them."""
+
+    def __init__(self, meta: ModelMeta, x_va: np.ndarray, t_va: list[str]):
+        super().__init__()
+        self.meta, self.x_va, self.t_va = meta, x_va, t_va
+
+    def on_epoch_end(self, epoch, logs=None):
+        from captchalens.decode import decode
+
+        probs = self.model.predict(self.x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0)
+        answers = [t for t, _ in decode(probs, self.meta)]
+        if logs is not None:
+            logs["val_captcha_acc"] = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
+            logs["val_captcha_acc_nocase"] = float(np.mean(
+                [a.lower() == t.lower() for a, t in zip(answers, self.t_va)]))
 
 
 class _Curves(keras.callbacks.Callback):
@@ -121,7 +141,8 @@ def dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: Path, augment=None):
+def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: Path, augment=None,
+        t_va: list[str] | None = None):
     """Compile and fit with the standard callbacks; returns the Keras history."""
     steps_per_epoch = len(x_tr) // cfg.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -133,12 +154,16 @@ def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: 
         loss=models.smoothed_ce(0.1) if fixed else models.ctc_loss,
         metrics=[captcha_accuracy(meta)] if fixed else None,
         jit_compile=False)
-    monitor = "val_captcha_acc" if fixed else "val_loss"
-    mode = "max" if fixed else "min"
+    ctc_val = [] if fixed or t_va is None else [CtcValidation(meta, x_va, t_va)]
+    monitor = "val_captcha_acc" if fixed or ctc_val else "val_loss"
+    mode = "max" if monitor == "val_captcha_acc" else "min"
     work.mkdir(parents=True, exist_ok=True)
     csv_path = work / "log.csv"
+    # Long epochs also keep a checkpoint every 1000 steps: a stopped run loses minutes, not an epoch.
+    backup_freq = 1000 if steps_per_epoch > 2000 else "epoch"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work / "backup")),  # resume after interruption
+        *ctc_val,
+        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq=backup_freq),
         keras.callbacks.ModelCheckpoint(str(work / "best.h5"), monitor=monitor, mode=mode,
                                         save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience,
@@ -199,30 +224,48 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
                    max_length=cfg.max_length or cfg.length, width=tuple(cfg.gen_width),
                    height=tuple(cfg.gen_height), preferred=cfg.gen_preferred,
                    preferred_share=cfg.gen_preferred_share)
-    x_tr, t_tr = cached(spec, cfg.train_size, cfg.seed, meta, cfg.cache, workers=cfg.workers)
-    x_va, t_va = cached(spec, cfg.val_size, cfg.seed + 1_000_003, meta, cfg.cache, workers=cfg.workers)
+    x_tr, t_tr = _training_set(cfg, spec, cfg.train_size, cfg.seed, meta)
+    x_va, t_va = _training_set(cfg, spec, cfg.val_size, cfg.seed + 1_000_003, meta)
     y_tr, y_va = encode_labels(t_tr, meta), encode_labels(t_va, meta)
     gen_s = time.time() - t0
     keras.utils.set_random_seed(cfg.seed)
-    model = models.build(cfg.arch, meta, **({"width": cfg.width_mult} if cfg.arch != "baseline" else {}))
+    kw = {"width": cfg.width_mult} if cfg.arch != "baseline" else {}
+    model = models.build(cfg.arch, meta, **kw)
     base = continue_from(model, meta, cfg.base) if cfg.base else None
     work = Path(str(Path(cfg.out).resolve()) + ".work")
-    hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work)
+    augment = None
+    if cfg.augment:
+        from .augment import make_augment
+
+        augment = make_augment()
+    hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work, augment=augment, t_va=t_va)
     train_s = time.time() - t0 - gen_s
+    sources = {"captcha package 0.7.1 (generated)": 1.0 - cfg.render_share}
+    if cfg.render_share:
+        from .render import RenderSpec
+
+        sources[f"captchalens render ({RenderSpec().scheme})"] = cfg.render_share
     meta.trained_on = {
-        "source": "captcha package 0.7.1 (generated)",
+        "source": " + ".join(k for k, v in sources.items() if v),
+        "shares": {k: round(v, 4) for k, v in sources.items() if v},
         "spec": {"charset": spec.charset, "length": [spec.min_length, spec.max_length],
                  "width": list(spec.width), "height": list(spec.height),
                  "preferred": list(spec.preferred) if spec.preferred else None,
                  "preferred_share": spec.preferred_share},
         "train_size": cfg.train_size, "val_size": cfg.val_size, "seed": cfg.seed,
         "epochs_run": len(hist.history.get("loss", [])), "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "augment": cfg.augment,
         "generate_seconds": round(gen_s, 1), "train_seconds": round(train_s, 1),
     }
+    if cfg.render_share:
+        from .render import RenderSpec, font_key
+
+        meta.trained_on["render"] = {**RenderSpec().describe(), "font_families": font_key()}
     if base is not None:
         meta.trained_on["base"] = base
     meta.trained_on.update(cfg.extra_meta)
-    meta.metrics = {"val_captcha_acc": _last(hist, "val_captcha_acc")}
+    meta.metrics = {k: _last(hist, k) for k in ("val_captcha_acc", "val_captcha_acc_nocase")
+                    if k in hist.history}
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     if cfg.fresh_eval:
         from .evaluate import record_fresh_metrics
@@ -262,6 +305,21 @@ def continue_from(model, meta: ModelMeta, base_dir: str | os.PathLike) -> dict:
     model.set_weights(base.get_weights())
     return {"folder": base_dir.name, "name": bmeta.name, "trained_on": bmeta.trained_on,
             "metrics": bmeta.metrics}
+
+
+def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: ModelMeta):
+    """n captchas: the `captcha` package's, plus a render_share of the broad
+    renderer's (training/render.py), in one seeded random order."""
+    n_render = int(round(n * cfg.render_share))
+    x, texts = cached(spec, n - n_render, seed, meta, cfg.cache, workers=cfg.workers)
+    if not n_render:
+        return x, texts
+    from .render import RenderSpec
+
+    rspec = RenderSpec(min_length=spec.min_length, max_length=spec.max_length)
+    xr, tr = cached(rspec, n_render, seed, meta, cfg.cache, workers=cfg.workers)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.concatenate([x, xr])[order], [(texts + tr)[i] for i in order]
 
 
 def _last(hist, key):
