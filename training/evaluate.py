@@ -23,16 +23,19 @@ class EvalResult:
     ms_per_captcha_batched: float
     ms_single_median: float
     errors: list[tuple[int, str, str, float]] = field(default_factory=list)  # (index, truth, pred, conf)
+    captcha_acc_nocase: float | None = None  # whole-captcha, upper and lower case counted as one
 
     def to_json(self) -> dict:
-        return {"n": self.n, "captcha_acc": round(self.captcha_acc, 5), "char_acc": round(self.char_acc, 5),
+        return {"n": self.n, "captcha_acc": round(self.captcha_acc, 5),
+                "captcha_acc_nocase": round(self.captcha_acc_nocase, 5), "char_acc": round(self.char_acc, 5),
                 "confusions": [list(c) for c in self.confusions[:10]],
                 "ms_per_captcha_batched": round(self.ms_per_captcha_batched, 3),
                 "ms_single_median": round(self.ms_single_median, 3)}
 
     def report(self) -> str:
         lines = [f"captchas:               {self.n}",
-                 f"whole-captcha accuracy: {100 * self.captcha_acc:.2f}%",
+                 f"whole-captcha accuracy: {100 * self.captcha_acc:.2f}% "
+                 f"({100 * self.captcha_acc_nocase:.2f}% ignoring case)",
                  f"per-character accuracy: {100 * self.char_acc:.2f}%",
                  f"latency:                {self.ms_single_median:.2f} ms single (median), "
                  f"{self.ms_per_captcha_batched:.3f} ms/captcha batched"]
@@ -62,10 +65,11 @@ def evaluate(solver: Solver, images: list[np.ndarray], texts: list[str], single_
     probs = solver.probs(images)
     batched = (time.perf_counter() - t0) * 1000 / max(1, len(images))
     answers = decode(probs, solver.meta)
-    right_chars = total_chars = right = 0
+    right_chars = total_chars = right = right_nocase = 0
     conf = Counter()
     errors = []
     for i, ((pred, c), truth) in enumerate(zip(answers, texts)):
+        right_nocase += pred.lower() == truth.lower()
         if pred == truth:
             right += 1
         else:
@@ -83,6 +87,7 @@ def evaluate(solver: Solver, images: list[np.ndarray], texts: list[str], single_
         singles.append((time.perf_counter() - t) * 1000)
     return EvalResult(
         n=len(texts), captcha_acc=right / max(1, len(texts)),
+        captcha_acc_nocase=right_nocase / max(1, len(texts)),
         char_acc=right_chars / max(1, total_chars),
         confusions=[(a, b, n) for (a, b), n in conf.most_common(20)],
         ms_per_captcha_batched=batched, ms_single_median=float(np.median(singles[3:] or singles)),

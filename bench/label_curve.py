@@ -1,0 +1,214 @@
+"""The label curve: how well a site's captchas are read with no labels at all
+(zero-shot, the `general` reader), then after `captchalens train --data` with
+25, 50, 100, 200 and 500 labels — on captchas of schemes the general model was
+never trained on — with ddddocr (zero-shot) side by side on the same images.
+
+    nice -n 5 .venv/bin/python bench/label_curve.py                     # everything (hours on 2 cores)
+    .venv/bin/python bench/label_curve.py --only captcha_images_v2 --sizes 0,100
+
+Data sets
+* captcha_images_v2: ../shared/data/captcha_images_v2 (1,040 real-world captchas,
+  5 characters of 19).  A fixed split by file-name hash (seed 2, 50 %) makes a
+  test part that is never labelled; the N labels are the first N of the other
+  part in a seeded order (so the 100 contain the 50).
+* mono-dark, casual-colour, serif-wave: the renderer's held-out schemes
+  (training/render.py HELD_OUT): fonts and styles the general model's mix never
+  uses.  500 labelled captchas (seed 101) and 500 test captchas (seed 202) each.
+
+Every N runs `captchalens train --data` exactly as a user types it (its own
+defaults: fine-tuning the general model, augmentation, early stopping on a
+held-back part of the N), then reads the test part once.  Accuracy is
+whole-captcha, exact and ignoring case.  Results: bench/results/label_curve.md
+and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _machine import cpu  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data" / "captcha_images_v2"
+RESULTS = ROOT / "bench" / "results"
+SIZES = (0, 25, 50, 100, 200, 500)
+SCHEMES = ("mono-dark", "casual-colour", "serif-wave")
+TEST_SHARE, SPLIT_SEED, ORDER_SEED = 0.5, 2, 7
+RENDER_TRAIN_SEED, RENDER_TEST_SEED, RENDER_N = 101, 202, 500
+
+
+def _write(folder: Path, images_and_texts) -> Path:
+    """Captchas to a folder the way a user keeps them: labels.csv keeps case exactly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (im, text) in enumerate(images_and_texts):
+        name = f"{i:04d}.png"
+        im.save(folder / name)
+        rows.append(f"{name},{text}")
+    (folder / "labels.csv").write_text("file,text\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def _link(src: Path, names: list[str], dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (dst / n).symlink_to(src / n)
+    return dst
+
+
+def datasets(work: Path, only: list[str] | None) -> dict[str, tuple[Path, list[Path]]]:
+    """name -> (test folder, [labelled pool, in order])."""
+    out = {}
+    if (not only or "captcha_images_v2" in only) and SHARED.is_dir():
+        from captchalens.training.folder import split
+
+        names = sorted(p.name for p in SHARED.iterdir() if p.suffix == ".png")
+        pool_i, test_i = split(len(names), names, TEST_SHARE, SPLIT_SEED)
+        pool = [names[i] for i in pool_i]
+        random.Random(ORDER_SEED).shuffle(pool)
+        test = _link(SHARED, [names[i] for i in test_i], work / "captcha_images_v2" / "test")
+        out["captcha_images_v2"] = (test, pool, SHARED)
+    from captchalens.training.render import RenderSpec, draw
+
+    for scheme in SCHEMES:
+        if only and scheme not in only:
+            continue
+        spec = RenderSpec(scheme=scheme)
+        base = work / scheme
+        test = _write(base / "test", (draw(spec, RENDER_TEST_SEED, i) for i in range(RENDER_N)))
+        pool_dir = _write(base / "pool", (draw(spec, RENDER_TRAIN_SEED, i) for i in range(RENDER_N)))
+        out[scheme] = (test, sorted(p.name for p in pool_dir.glob("*.png")), pool_dir)
+    return out
+
+
+def _subset(pool_dir: Path, names: list[str], dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    labels = pool_dir / "labels.csv"
+    if labels.is_file():
+        keep = set(names)
+        rows = [r for r in labels.read_text().splitlines()[1:] if r.split(",", 1)[0] in keep]
+        (dst / "labels.csv").write_text("file,text\n" + "\n".join(rows) + "\n")
+    for n in names:
+        (dst / n).symlink_to(pool_dir / n)
+    return dst
+
+
+def read_test(model: Path, test: Path) -> dict:
+    from captchalens.solver import Solver
+    from captchalens.training.folder import load_folder
+
+    solver = Solver(model)
+    images, texts, _ = load_folder(test)
+    answers = [a.text for a in solver.solve_pixels(images)]
+    exact = sum(a == t for a, t in zip(answers, texts))
+    nocase = sum(a.lower() == t.lower() for a, t in zip(answers, texts))
+    return {"n": len(texts), "exact": round(exact / len(texts), 4), "nocase": round(nocase / len(texts), 4),
+            "examples": [(t, a) for a, t in zip(answers, texts) if a.lower() != t.lower()][:8]}
+
+
+def ddddocr_zero_shot(test: Path) -> dict | None:
+    from python_bench import DDDD_SCRIPT, ensure_ddddocr
+
+    from captchalens.training.folder import scan
+
+    py = ensure_ddddocr()
+    if py is None:
+        return None
+    files, _ = scan(test)
+    paths = [str(p) for p, _ in files]
+    texts = [t for _, t in files]
+    charset = "".join(sorted(set("".join(texts))))
+    r = subprocess.run([str(py), "-c", DDDD_SCRIPT, json.dumps(paths), charset], capture_output=True,
+                       text=True, timeout=3600)
+    if r.returncode:
+        return {"error": r.stderr.strip()[-300:]}
+    got = json.loads(r.stdout.strip().splitlines()[-1])["plain"]["texts"]
+    return {"n": len(texts), "exact": round(sum(a == t for a, t in zip(got, texts)) / len(texts), 4),
+            "nocase": round(sum(a.lower() == t.lower() for a, t in zip(got, texts)) / len(texts), 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None, help="comma-separated data sets")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="label counts (0 = zero-shot)")
+    ap.add_argument("--model", default=None, help="the reader to start from (default: the shipped general)")
+    ap.add_argument("--no-ddddocr", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+    from captchalens.cli import main as captchalens
+    from captchalens.solver import GENERAL_MODEL
+
+    base = Path(args.model) if args.model else GENERAL_MODEL
+    sizes = [int(s) for s in args.sizes.split(",")]
+    only = args.only.split(",") if args.only else None
+    work = Path(tempfile.mkdtemp(prefix="label-curve-"))
+    results_path = RESULTS / "label_curve.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results.setdefault("runs", {})
+    try:
+        for name, (test, pool, pool_dir) in datasets(work, only).items():
+            row = results["runs"].setdefault(name, {})
+            if not args.no_ddddocr:
+                row["ddddocr"] = ddddocr_zero_shot(test)
+                print(name, "ddddocr", row["ddddocr"], flush=True)
+            for n in sizes:
+                t0 = time.time()
+                if n == 0:
+                    row["0"] = {**read_test(base, test), "seconds": 0}
+                else:
+                    folder = _subset(pool_dir, pool[:n], work / name / f"labels-{n}")
+                    out = work / name / f"model-{n}"
+                    code = captchalens(["train", "--data", str(folder), "--out", str(out), "--base", str(base)])
+                    if code:
+                        row[str(n)] = {"error": f"train exited {code}"}
+                        continue
+                    row[str(n)] = {**read_test(out, test), "seconds": round(time.time() - t0, 1)}
+                print(name, n, {k: v for k, v in row[str(n)].items() if k != "examples"}, flush=True)
+                results["cpu"] = cpu()
+                results["base"] = str(base.name)
+                results_path.write_text(json.dumps(results, indent=1) + "\n")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    write_report(results)
+    return 0
+
+
+def write_report(results: dict) -> None:
+    runs = results["runs"]
+    sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
+    head = "| data set | ddddocr zero-shot | " + " | ".join(
+        "general zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |"
+    lines = [
+        "## Label curve (bench/label_curve.py)", "",
+        f"CPU: {results.get('cpu', '?')}. Reader: `{results.get('base', 'general')}`. Whole-captcha accuracy on "
+        "test captchas never labelled, ignoring case (exact in brackets); N labels = `captchalens train "
+        "--data` with its defaults on N labelled captchas.", "",
+        head, "|" + "---|" * (2 + len(sizes))]
+    for name, row in runs.items():
+        cells = []
+        d = row.get("ddddocr")
+        cells.append(f"{100 * d['nocase']:.1f}% ({100 * d['exact']:.1f}%)" if d and "nocase" in d else "—")
+        for n in sizes:
+            r = row.get(str(n))
+            if not r or "nocase" not in r:
+                cells.append("—" if not r else r.get("error", "—"))
+            else:
+                cells.append(f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Train time per run (s): " + "; ".join(
+        f"{name}: " + ", ".join(f"{n}→{row[str(n)].get('seconds')}" for n in sizes if str(n) in row and n)
+        for name, row in runs.items())]
+    (RESULTS / "label_curve.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
