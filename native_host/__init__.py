@@ -15,7 +15,7 @@ from flask import Flask
 
 from .demo import DemoChallenges
 from .models import Registry, fixed_folders
-from .security import MANIFEST, HostError, ensure_token, extension_id_from_manifest
+from .security import MANIFEST, HostError, Pairing, ensure_token, extension_id_from_manifest
 
 __all__ = ["create_app", "HostError"]
 log = logging.getLogger("captchalens.host")
@@ -27,6 +27,7 @@ MAX_BODY = 2 * 1024 * 1024  # a captcha is a few KB; anything past this is refus
 class HostState:
     registry: Registry
     demo: DemoChallenges
+    pairing: Pairing
     fixed_token: str | None = None
 
     def token(self) -> str:
@@ -44,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         EXTENSION_ID=None,  # None = computed from EXTENSION_MANIFEST's "key"
         EXTENSION_MANIFEST=str(MANIFEST),
         TOKEN=None,  # None = the token file in the CaptchaLens home (created on first run)
-        PAIRING=True,  # POST /pair hands the token to the extension's options page
+        PAIRING=True,  # POST /pair: the extension gets the token for a code shown on the host's terminal
         BATCHING=True,  # micro-batch concurrent requests (False: one model call per request)
         RELOAD_INTERVAL=1.0,  # seconds between looks at the model folders
         MAX_CONTENT_LENGTH=MAX_BODY,
@@ -65,7 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     folders, source = fixed_folders(app.config["MODEL_DIRS"])
     registry = Registry(folders, fixed_source=source, batching=app.config["BATCHING"],
                         check_interval=app.config["RELOAD_INTERVAL"]).reload()
-    app.extensions["captchalens"] = HostState(registry, DemoChallenges(), app.config["TOKEN"])
+    app.extensions["captchalens"] = HostState(registry, DemoChallenges(), Pairing(), app.config["TOKEN"])
 
     from . import api
 

@@ -2,7 +2,7 @@
 
     GET  /health    GET /models    POST /solve
     POST /samples   POST /reload   (both need the token)
-    POST /pair      (the extension's options page only)
+    POST /pair      (the extension's options page only): {} asks for a code, {"code"} gets the token
     GET|POST /demo  a fresh captcha to try the extension on
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ import base64
 import binascii
 import functools
 import io
+import json
 import logging
+import math
 import time
 
 from flask import Blueprint, current_app, jsonify, render_template, request
@@ -22,7 +24,7 @@ from captchalens import __version__
 from captchalens.images import ImageError, read_rgba
 
 from .samples import SampleError, check_text, fits_model, save_sample
-from .security import TOKEN_HEADER, host_ok, own_origins, token_matches
+from .security import TOKEN_HEADER, PairingError, host_ok, own_origins, token_matches
 
 API_VERSION = 1
 log = logging.getLogger("captchalens.host")
@@ -36,11 +38,11 @@ HOW_TO_SEND = ("send the image as multipart field 'image', as a raw image/* body
 
 
 class ApiError(Exception):
-    """An answer other than 2xx, with a message for the user."""
+    """An answer other than 2xx, with a message for the user (and, for 429, when to try again)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.retry_after = status, message, retry_after
 
 
 def state():
@@ -113,7 +115,10 @@ def needs_token(view):
 # ---- errors: always JSON -----------------------------------------------------
 @bp.app_errorhandler(ApiError)
 def api_error(e: ApiError):
-    return jsonify(error=e.message), e.status
+    response = jsonify(error=e.message)
+    if e.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+    return response, e.status
 
 
 @bp.app_errorhandler(HTTPException)
@@ -270,14 +275,34 @@ def reload():
     return state().registry.reload().describe()
 
 
+PAIR_HOW = 'send {} to ask for a pairing code, then {"code": "<the 6 digits the host shows>"}'
+
+
 @bp.post("/pair")
 def pair():
+    """Two steps: {} makes the host show a one-time code on its terminal (and in the 0600
+    pair-code file); {"code"} with that code answers the token. The Origin check only keeps
+    web pages out: a local process can fake the header, but cannot read the code."""
     ext = extension_origin()
     if not current_app.config["PAIRING"]:
         raise ApiError(403, "pairing is turned off (--no-pairing): paste the output of "
                             "`captchalens token` into the extension's options instead")
     if not ext or request.headers.get("Origin") != ext:
         raise ApiError(403, "only the CaptchaLens extension's options page can pair with this host")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"the body is not valid JSON: {PAIR_HOW}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object: {PAIR_HOW}")
+    pairing = state().pairing
+    try:
+        if "code" not in body:
+            return {"pending": True, "expires_in": pairing.new_code()}, 202
+        pairing.redeem(body["code"])
+    except PairingError as e:
+        raise ApiError(e.status, e.message, e.retry_after) from None
     return {"token": state().token()}
 
 

@@ -37,8 +37,8 @@ def register(sub) -> None:
                    help="the extension allowed to call the host (default: computed from the key "
                         "in extension/manifest.json)")
     p.add_argument("--no-pairing", action="store_true",
-                   help="turn off POST /pair; paste `captchalens token` into the extension instead "
-                        "(advisable on a computer shared with other users)")
+                   help="turn off POST /pair (pairing with a code shown here); paste `captchalens "
+                        "token` into the extension's options instead")
     p.add_argument(EXPOSE_FLAG, dest="exposed", action="store_true",
                    help="allow a non-loopback --host: anyone who can reach it can use the solver")
     p.set_defaults(func=run_serve)
@@ -46,9 +46,13 @@ def register(sub) -> None:
     t = sub.add_parser("token", help="print the local host's token (to paste into the extension's options)",
                        description="Print the per-install token that the local host asks for on "
                                    "writes (POST /samples, /reload). Creates it on first use.")
-    t.add_argument("--rotate", action="store_true",
-                   help="replace it with a new token (paired extensions must pair again)")
-    t.add_argument("--path", action="store_true", help="print the token file's path instead")
+    what = t.add_mutually_exclusive_group()
+    what.add_argument("--rotate", action="store_true",
+                      help="replace it with a new token (paired extensions must pair again)")
+    what.add_argument("--path", action="store_true", help="print the token file's path instead")
+    what.add_argument("--pair-code", action="store_true",
+                      help="print the pending pairing code (for a host started in the background) "
+                           "instead; exits with 1 when none is pending")
     t.set_defaults(func=run_token)
 
 
@@ -116,7 +120,9 @@ def banner(app, host: str, port: int) -> str:
               f"  token file: {token_path()}  (`captchalens token` prints it)",
               f"  extension:  chrome://extensions -> Developer mode -> Load unpacked -> "
               f"{ext if ext.is_dir() else 'the extension/ folder of the CaptchaLens sources'}",
-              "              then, in its options, \"Pair with local host\"",
+              ("              then, in its options, \"Pair with local host\" and type the code "
+               "shown here" if app.config["PAIRING"] else
+               "              then paste `captchalens token` into its options (pairing is off)"),
               f"  extension ID allowed: {app.config['EXTENSION_ID'] or 'none (pass --extension-id)'}",
               "Press Ctrl+C to stop."]
     return "\n".join(lines)
@@ -125,10 +131,21 @@ def banner(app, host: str, port: int) -> str:
 def run_token(args) -> int:
     from captchalens.home import token_path
 
-    from .security import ensure_token, rotate_token
+    from .security import ensure_token, format_code, pending_code, rotate_token
 
     if args.path:
         print(token_path())
+        return 0
+    if args.pair_code:
+        pending = pending_code()
+        if pending is None:
+            print("no pairing code is pending: press \"Pair with local host\" in the extension's "
+                  "options while `captchalens serve` runs, then run this again", file=sys.stderr)
+            return 1
+        code, left = pending
+        print(format_code(code))
+        still = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        print(f"(valid {still} more) Type it into the extension's options.", file=sys.stderr)
         return 0
     print(rotate_token() if args.rotate else ensure_token())
     print(f"(from {token_path()}) Paste it into the extension's options, or press \"Pair with local "

@@ -253,7 +253,7 @@ def test_bad_samples_are_refused_and_nothing_is_written(client, home, fields, wo
     assert not list((home / "samples").glob("*/ab12*"))
 
 
-# ---- pairing, origins -----------------------------------------------------------------
+# ---- tokens, origins (pairing: test_host_pairing.py) ---------------------------------------
 def test_the_token_file_is_read_on_each_write_so_rotating_needs_no_restart(home, model):
     from captchalens.native_host.security import ensure_token, rotate_token
 
@@ -264,16 +264,6 @@ def test_the_token_file_is_read_on_each_write_so_rotating_needs_no_restart(home,
     new = rotate_token()
     assert c.post("/reload", headers={TOKEN_HEADER: old}).status_code == 403
     assert c.post("/reload", headers={TOKEN_HEADER: new}).status_code == 200
-    assert c.post("/pair", headers={"Origin": extension_origin()}).json == {"token": new}
-
-
-def test_only_the_extension_can_pair(client):
-    r = client.post("/pair", headers={"Origin": extension_origin()})
-    assert r.status_code == 200 and r.json == {"token": TOKEN}
-    assert r.headers["Access-Control-Allow-Origin"] == extension_origin()
-    for origin in (None, "http://127.0.0.1:8765", "chrome-extension://" + "a" * 32, "https://evil.example"):
-        r = client.post("/pair", headers={"Origin": origin} if origin else {})
-        assert r.status_code == 403 and "token" not in r.json
 
 
 def test_the_extension_id_comes_from_the_manifest_key(home, model, tmp_path):

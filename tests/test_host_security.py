@@ -159,11 +159,31 @@ def test_writes_need_the_token_even_from_the_extension(host):
     assert host.call("POST", "/reload", b"", headers={TOKEN_HEADER: host.token()}).status == 200
 
 
-def test_pairing_gives_the_token_to_our_extension_only(host):
-    r = host.call("POST", "/pair", b"", headers={"Origin": extension_origin()})
+def test_a_local_process_faking_the_extensions_origin_gets_no_token(host):
+    """`curl -X POST -H 'Origin: chrome-extension://<id>' .../pair` (or an extension rewriting
+    Origin) used to get the token. Now it only makes the host show a code on its terminal."""
+    forged = {"Origin": extension_origin(), "Content-Type": "application/json"}
+    for body in (b"", b"{}"):
+        r = host.call("POST", "/pair", body, headers=forged)
+        assert r.status == 202, r
+        assert r.json == {"pending": True, "expires_in": 300} and host.token() not in r.body.decode()
+    codes = re.findall(r"Pairing code for the CaptchaLens extension: (\d{3}) (\d{3}) \(valid 5 min\)",
+                       host.output())
+    code = "".join(codes[-1])
+    assert code not in r.body.decode()
+    guess = f"{(int(code) + 1) % 1_000_000:06d}"
+    r = host.call("POST", "/pair", json.dumps({"code": guess}).encode(), headers=forged)
+    assert r.status == 403 and "wrong pairing code" in r.json["error"] and host.token() not in r.body.decode()
+
+    # the user reads the code off the host's terminal, or with `captchalens token --pair-code`
+    cli = subprocess.run([str(CAPTCHALENS), "token", "--pair-code"], capture_output=True, text=True,
+                         env=dict(os.environ, CAPTCHALENS_HOME=str(host.home)), timeout=60)
+    assert cli.returncode == 0 and cli.stdout.strip() == f"{code[:3]} {code[3:]}"
+    r = host.call("POST", "/pair", json.dumps({"code": cli.stdout.strip()}).encode(), headers=forged)
     assert r.status == 200 and r.json == {"token": host.token()}
+    assert r.headers["access-control-allow-origin"] == extension_origin()
     for h in ({}, {"Origin": f"http://127.0.0.1:{host.port}"}, {"Origin": EVIL}):
-        r = host.call("POST", "/pair", b"", headers=h)
+        r = host.call("POST", "/pair", b"{}", headers=h)
         assert r.status == 403 and host.token() not in r.body.decode()
 
 
