@@ -80,11 +80,14 @@ class FastRunner:
 
     def __init__(self, path: str | os.PathLike, output_shape: list[int]):
         from ._tf import _quiet_stderr, tf
+        from .modelfile import check_tflite, read_model_file
 
         self.path = Path(path)
+        data = read_model_file(self.path)  # read once: the bytes checked are the bytes run
+        check_tflite(data, str(self.path))  # UnsafeModelError for custom/Flex ops (modelfile.py)
         with warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-            self._it = tf.lite.Interpreter(model_path=str(self.path), num_threads=1)
+            self._it = tf.lite.Interpreter(model_content=data, num_threads=1)
             # The first allocation applies the XNNPACK delegate, which logs an INFO
             # line to fd 2; do it here, quietly, rather than on the first image.
             self._it.allocate_tensors()
@@ -113,12 +116,12 @@ class FastRunner:
 def add_tflite(model_dir: str | os.PathLike) -> Path:
     """Give an existing model folder its fast path (models saved before fast.py
     existed): write model.tflite and list it in the metadata."""
-    from ._tf import keras
     from .contract import KERAS_FILE, load_meta
+    from .modelfile import load_keras
 
     model_dir = Path(model_dir)
     meta = load_meta(model_dir)
-    model = keras.models.load_model(model_dir / meta.files.get("keras", KERAS_FILE), compile=False)
+    model = load_keras(model_dir / meta.files.get("keras", KERAS_FILE))
     tmp = model_dir / f".{TFLITE_FILE}.tmp"
     try:
         export_tflite(model, meta, tmp)

@@ -49,13 +49,11 @@ class Solver:
         if not weights.is_file():
             raise ContractError(f"model folder {self.model_dir} has metadata but no weights file "
                                 f"{weights.name}")
-        from ._tf import keras, tf
+        from ._tf import tf
+        from .modelfile import load_keras
         from .preprocess import Preprocessor
 
-        try:
-            self.model = keras.models.load_model(weights, compile=False)
-        except Exception as e:  # h5py/keras raise many types for a damaged file
-            raise ContractError(f"{weights}: cannot load the model ({str(e).splitlines()[0][:200]})") from None
+        self.model = load_keras(weights)  # refuses a file that would run code (modelfile.py)
         expect = (None, self.meta.input_height, self.meta.input_width, self.meta.input_channels)
         if tuple(self.model.input_shape) != expect:
             raise ContractError(f"{weights}: input {self.model.input_shape} does not match its "
@@ -73,14 +71,18 @@ class Solver:
 
     def _load_fast(self):
         """The TFLite file for single captchas, when the model has one (see fast.py).
-        A damaged one costs speed, not answers: say so and use TF."""
+        A damaged one costs speed, not answers: say so and use TF. One that would
+        run code (a custom or Flex op) makes the whole folder refused."""
         name = self.meta.files.get("tflite")
         if not name:
             return None
         from .fast import FastRunner
+        from .modelfile import UnsafeModelError
 
         try:
             return FastRunner(self.model_dir / name, self.meta.output_shape)
+        except UnsafeModelError:
+            raise
         except Exception as e:
             print(f"captchalens: note: {self.model_dir / name} is unusable ({str(e).splitlines()[0][:200]}); "
                   f"solving through TensorFlow instead, about 2 ms slower per captcha", file=sys.stderr)

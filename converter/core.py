@@ -106,13 +106,13 @@ def read_model_folder(model_dir: str | os.PathLike) -> tuple[ModelMeta, bytes]:
 def load_keras(model_dir: Path, meta: ModelMeta):
     """Load the tf_keras model and check it against its metadata: one input of
     the stated size, one output of the stated shape (what engine.js decodes)."""
-    from captchalens._tf import keras
+    from captchalens.modelfile import load_keras
 
     weights = model_dir / meta.files.get("keras", KERAS_FILE)
     try:
-        model = keras.models.load_model(weights, compile=False)
-    except Exception as e:  # h5py/keras raise many types for a damaged file
-        raise ConvertError(f"{weights}: cannot load the model ({str(e).splitlines()[0][:200]})") from None
+        model = load_keras(weights)  # refuses a file that would run code (captchalens/modelfile.py)
+    except ContractError as e:  # damaged, or not plain layers: the message names the file and why
+        raise ConvertError(str(e)) from None
     if len(model.inputs) != 1:
         raise ConvertError(f"{weights}: the model has {len(model.inputs)} inputs; a CaptchaLens model "
                            f"has one image input")

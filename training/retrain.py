@@ -206,6 +206,7 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     if cfg.init == "scratch":
         return Init("scratch", "from scratch (--from-scratch)")
     from captchalens.contract import ContractError, load_meta
+    from captchalens.modelfile import UnsafeModelError, load_keras
 
     base = _base_dir(cfg)
     label = "the default model" if not cfg.base else str(base)
@@ -222,9 +223,11 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     if bmeta.input_channels != meta.input_channels or bmeta.preprocessing != meta.preprocessing:
         return no("its input channels or preprocessing differ")
     try:
-        bmodel = keras.models.load_model(base / bmeta.files.get("keras", "model.h5"), compile=False)
-    except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds
-        return no(f"its weights do not load ({str(e).splitlines()[0][:120]})")
+        bmodel = load_keras(base / bmeta.files.get("keras", "model.h5"))  # runs nothing it holds
+    except UnsafeModelError as e:
+        raise ContractError(f"cannot start from {label}: {e}") from None
+    except ContractError as e:
+        return no(f"its weights do not load ({str(e).splitlines()[0][:160]})")
     names = {layer.name for layer in bmodel.layers}
     if not set(TRUNK) <= names:
         return no(f"its architecture ({bmeta.architecture or 'unknown'}) has no reusable trunk")

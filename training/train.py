@@ -295,10 +295,11 @@ def continue_from(model, meta: ModelMeta, base_dir: str | os.PathLike) -> dict:
     captchas (the default model is trained in two stages: see the Makefile).
     Returns the base's training record, so the new metadata keeps the history."""
     from captchalens.contract import ContractError
+    from captchalens.modelfile import load_keras
 
     base_dir = Path(base_dir)
     bmeta = check_base(meta, base_dir)
-    base = keras.models.load_model(base_dir / bmeta.files.get("keras", KERAS_FILE), compile=False)
+    base = load_keras(base_dir / bmeta.files.get("keras", KERAS_FILE))  # runs nothing it holds
     if [w.shape for w in base.get_weights()] != [w.shape for w in model.get_weights()]:
         raise ContractError(f"{base_dir}: cannot continue from this model: its layers differ "
                             f"(another --width-mult?)")
