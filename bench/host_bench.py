@@ -1,7 +1,9 @@
 """Local host benchmark: HTTP round-trip latency (p50, p99) and throughput of a real
-`captchalens serve`, with and without micro-batching.
+`captchalens serve`, with and without micro-batching; with --stress, slow and numerous
+clients and sample floods instead.
 
     nice -n 10 .venv/bin/python bench/host_bench.py [--model DIR] [--n 500]
+    nice -n 10 .venv/bin/python bench/host_bench.py --stress [--baseline COMMIT]
 
 For each mode a fresh server starts on a free loopback port (CAPTCHALENS_HOME
 in a temp folder) and answers:
@@ -12,17 +14,29 @@ in a temp folder) and answers:
     latency under load.
 The clients run in this process on the same 2 cores as the server, so the
 figures include their cost. Figures go to bench/results/host.md.
+
+--stress (bench/results/host_stress.md) attacks one server the way a hostile local
+process could: 100 connections holding half a header while /health is asked; a
+client trickling its header a byte every 0.5 s; 200 clients at once for 30 s, each
+asking again and again on its own connection; and one client flooding POST
+/samples for 10 s, with a 0.99 MB JPEG and with captcha-sized PNGs. --baseline
+COMMIT measures that commit's host the same way, side by side (its packages are
+laid out from `git archive` and run through PYTHONPATH).
 """
 from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -30,7 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from support_host import HostProcess, captcha  # noqa: E402
+from support_host import (TOKEN_HEADER, HostProcess, captcha, crowd, request, slow_clients,  # noqa: E402
+                          timed)
 from _machine import cpu  # noqa: E402
 
 DEFAULT = ROOT / "captchalens" / "models" / "default"
@@ -153,6 +168,208 @@ def random_default_model(folder: Path) -> Path:
     return folder
 
 
+# ---- --stress: slow clients, crowds, sample floods -------------------------------------------
+SLOW = 100  # connections holding half a header
+CROWD = 200  # clients at once
+CROWD_SECONDS = 30
+FLOOD_SECONDS = 10
+TRICKLE_CAP = 20  # seconds a trickling client is watched before "never cut off"
+
+
+def trickle(port: int, every: float = 0.5) -> float | None:
+    """Send a header a byte every `every` s; seconds until the server cuts the connection, or None."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    start = time.monotonic()
+    try:
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pad: ".encode())
+        while time.monotonic() - start < TRICKLE_CAP:
+            s.sendall(b"a")
+            s.settimeout(every)
+            try:
+                if s.recv(1) == b"":
+                    return time.monotonic() - start
+            except socket.timeout:
+                pass
+    except OSError:
+        return time.monotonic() - start
+    finally:
+        s.close()
+    return None
+
+
+def big_jpeg() -> bytes:
+    """A 2048x1024 noise JPEG just under 0.99 MB: far larger than any captcha, under the 2 MB cap."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 2048, 3), np.uint8))
+    for q in range(95, 5, -3):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=q)
+        if buf.tell() <= 0.99 * 1024 * 1024:
+            return buf.getvalue()
+    raise RuntimeError("cannot make the JPEG small enough")
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def flood(server: HostProcess, image: bytes, kind: str, site: str, seconds: float) -> dict:
+    """One client POSTing the same labelled image to /samples as fast as it is answered."""
+    boundary = "XXflood"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nab12\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"site\"\r\n\r\n{site}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"c\"\r\n"
+            f"Content-Type: {kind}\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Host": f"127.0.0.1:{server.port}", TOKEN_HEADER: server.token(),
+               "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    samples = server.home / "samples"
+    before = folder_bytes(samples)
+    statuses: dict[int, int] = {}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        conn.request("POST", "/samples", body, headers)
+        r = conn.getresponse()
+        r.read()
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        if r.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    wall = time.perf_counter() - start
+    conn.close()
+    written = folder_bytes(samples) - before
+    stored = statuses.get(201, 0)
+    return {"statuses": statuses, "mb_per_s": written / 1e6 / wall, "written": written,
+            "per_sample": written / stored if stored else None, "upload": len(image), "wall": wall}
+
+
+def stress(server: HostProcess) -> dict:
+    """Every attack of --stress against one running server."""
+    port = server.port
+    out: dict = {}
+    socks = slow_clients(port, SLOW)
+    try:
+        waits = []
+        for _ in range(5):
+            took, r = timed(port, "GET", "/health", timeout=10)
+            ok = not isinstance(r, Exception) and r.status == 200
+            waits.append(took if ok else None)
+            if not ok:
+                break  # a timed-out /health is the finding; do not wait 10 s four more times
+        out["health"] = waits
+    finally:
+        for s in socks:
+            s.close()
+    out["trickle"] = trickle(port)
+    bodies = [captcha(i, seed=99)[0] for i in range(DISTINCT)]
+    out["crowd"] = crowd(port, bodies, CROWD, CROWD_SECONDS)
+    out["flood_big"] = flood(server, big_jpeg(), "image/jpeg", "big.example", FLOOD_SECONDS)
+    out["flood_captcha"] = flood(server, captcha(1, seed=99)[0], "image/png", "small.example", FLOOD_SECONDS)
+    return out
+
+
+def baseline_tree(commit: str, dest: Path) -> Path:
+    """The packages of an older commit, laid out as pyproject's package-dir installs them."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "captchalens", "training", "converter",
+                           "native_host"], check=True, capture_output=True).stdout
+    src = dest / "src"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(src, filter="data")
+    pkg = dest / "pkg"
+    shutil.copytree(src / "captchalens", pkg / "captchalens")
+    for sub in ("training", "converter", "native_host"):
+        shutil.copytree(src / sub, pkg / "captchalens" / sub)
+    return pkg
+
+
+def stress_main(args, model: Path, note: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {"this host": {}}
+        if args.baseline:
+            runs[f"before ({args.baseline})"] = {"PYTHONPATH": str(baseline_tree(args.baseline, Path(tmp)))}
+        results = {}
+        for label, env in runs.items():
+            server = HostProcess(Path(tmp) / label.replace(" ", "_") / "home", [model], env=env)
+            try:
+                server.wait_ready()
+                request(server.port, "POST", "/solve", captcha(0)[0], headers={"Content-Type": "image/png"})
+                results[label] = stress(server)
+            finally:
+                server.stop()
+    report = render_stress(results, note)
+    Path(args.out or ROOT / "bench" / "results" / "host_stress.md").write_text(report)
+    print(report)
+
+
+def render_stress(results: dict, note: str) -> str:
+    labels = list(results)
+
+    def row(name, fn):
+        return f"| {name} | " + " | ".join(fn(results[k]) for k in labels) + " |"
+
+    def health(r):
+        w = r["health"]
+        if w[-1] is None:
+            return f"**timed out** (no answer in 10 s, try {len(w)})"
+        return f"{statistics.median(w) * 1000:.0f} ms median, {max(w) * 1000:.0f} ms max of {len(w)}"
+
+    def trickled(r):
+        t = r["trickle"]
+        return f"cut off after {t:.1f} s" if t is not None else f"**still connected after {TRICKLE_CAP} s**"
+
+    def ms(x):
+        return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.1f} s"
+
+    def crowd_first(r):
+        c = r["crowd"]
+        late = sum(1 for f in c["first"] if f > 5)
+        return f"{ms(max(c['first']))} (over 5 s: {late} of {len(c['first'])})"
+
+    def crowd_lat(r):
+        lat = r["crowd"]["latencies"]
+        return f"{ms(statistics.median(lat))} / {ms(pct(lat, 99))} / {ms(max(lat))}"
+
+    def crowd_rate(r):
+        c = r["crowd"]
+        return f"{c['answers'] / c['wall']:.0f} answers/s, {len(c['errors'])} errors"
+
+    def flood_row(key):
+        def cell(r):
+            f = r[key]
+            codes = ", ".join(f"{n}x {s}" for s, n in sorted(f["statuses"].items()))
+            per = f", {f['per_sample'] / 1e3:.1f} KB per stored sample" if f["per_sample"] else ""
+            return f"{f['mb_per_s']:.2f} MB/s written ({codes}){per}"
+        return cell
+
+    big = results[labels[0]]["flood_big"]["upload"]
+    return "\n".join([
+        "## Local host under stress (slow clients, crowds, sample floods)",
+        "",
+        f"`bench/host_bench.py --stress` against real `captchalens serve` processes on 127.0.0.1, "
+        f"{time.strftime('%Y-%m-%d')}, {cpu()}, Python {platform.python_version()}. Model: {note}. "
+        f"The attacking clients run in this process on the same 2 cores as the server.",
+        "",
+        "| attack | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+        row(f"{SLOW} connections holding half a header; then `GET /health` on a new connection", health),
+        row("a client sending its header one byte every 0.5 s", trickled),
+        row(f"{CROWD} clients at once for {CROWD_SECONDS} s, each asking `/solve` again and again on its "
+            f"own connection: slowest wait for a first answer", crowd_first),
+        row("the same: answer time p50 / p99 / max", crowd_lat),
+        row("the same: throughput", crowd_rate),
+        row(f"one client POSTing a {big / 1e6:.2f} MB 2048x1024 JPEG to `/samples` for {FLOOD_SECONDS} s",
+            flood_row("flood_big")),
+        row(f"one client POSTing a 160x60 captcha PNG to `/samples` for {FLOOD_SECONDS} s",
+            flood_row("flood_captcha")),
+        "",
+        "The host's settings are in `native_host/server.py` (connections, timeouts, the request "
+        "deadline) and `native_host/samples.py` (sample size, quotas, rate).",
+        "",
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
@@ -160,7 +377,12 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=10, help="requests per client per round under load")
     ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per mode")
     ap.add_argument("--threads", type=int, default=16, help="server request threads")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "host.md"))
+    ap.add_argument("--stress", action="store_true",
+                    help="slow clients, 200 clients at once, sample floods (-> results/host_stress.md)")
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="with --stress: measure this older commit's host side by side")
+    ap.add_argument("--out", default=None, help="report file (default: bench/results/host.md, "
+                                                "or host_stress.md with --stress)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +394,9 @@ def main() -> None:
             model = random_default_model(Path(tmp) / "default")
             note = ("the default architecture with random weights (the trained default model was "
                     "not there yet; the cost per captcha is the same)")
+        if args.stress:
+            stress_main(args, model, note)
+            return
         meta = json.loads((model / "captchalens.json").read_text())
         bodies = []
         for i in range(DISTINCT):
@@ -182,7 +407,7 @@ def main() -> None:
         load1 = os.getloadavg()[0]
 
     report = render(results, args, note, meta, (load0, load1))
-    Path(args.out).write_text(report)
+    Path(args.out or ROOT / "bench" / "results" / "host.md").write_text(report)
     print(report)
 
 

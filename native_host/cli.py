@@ -70,7 +70,7 @@ def run_serve(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("captchalens.host").setLevel(logging.INFO)
 
-    import waitress
+    from .server import make_server
 
     app_box = []  # the app, once its models are loaded
 
@@ -79,9 +79,7 @@ def run_serve(args) -> int:
 
     host = "127.0.0.1" if args.host == "localhost" else args.host
     try:  # bind first: a busy port fails in a second, not after loading TensorFlow
-        server = waitress.create_server(dispatch, host=host, port=args.port, threads=args.threads,
-                                        max_request_body_size=BODY_BACKSTOP, ident="captchalens",
-                                        clear_untrusted_proxy_headers=True, expose_tracebacks=False)
+        server = make_server(dispatch, host, args.port, args.threads, max_body=BODY_BACKSTOP)
     except OSError as e:
         raise HostError(f"cannot listen on {host}:{args.port}: {e.strerror or e} (is another "
                         f"`captchalens serve` running? try --port)") from None

@@ -196,15 +196,17 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 class HostProcess:
     """`captchalens serve --port P ...` with CAPTCHALENS_HOME = home; ready when /health answers."""
 
-    def __init__(self, home: Path, model_dirs: list[Path], *extra: str, port: int | None = None):
+    def __init__(self, home: Path, model_dirs: list[Path], *extra: str, port: int | None = None,
+                 env: dict | None = None):
+        """env: extra environment (bench/host_bench.py --baseline runs older code via PYTHONPATH)."""
         self.home, self.port = Path(home), port or free_port()
         self.log = self.home.parent / f"serve-{self.port}.log"
         cmd = [str(CAPTCHALENS), "serve", "--port", str(self.port)]
-        if not _manifest_key():  # else the host computes the ID itself, as it does for users
+        if not _manifest_key() or env:  # else the host computes the ID itself, as it does for users
             cmd += ["--extension-id", extension_id()]
         for m in model_dirs:
             cmd += ["--model", str(m)]
-        env = dict(os.environ, CAPTCHALENS_HOME=str(self.home), TF_CPP_MIN_LOG_LEVEL="3")
+        env = dict(os.environ, CAPTCHALENS_HOME=str(self.home), TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
         self._out = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd + list(extra), env=env, stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -241,6 +243,82 @@ class HostProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=15)
         self._out.close()
+
+
+# ---- crowds and slow clients (tests/test_host_stress.py, bench/host_bench.py) ----------------
+def slow_clients(port: int, n: int) -> list[socket.socket]:
+    """n connections that each send half a request header and then nothing (slowloris)."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(f"POST /solve HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/png\r\nX-Sl".encode())
+        socks.append(s)
+    return socks
+
+
+def timed(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0,
+          **kw) -> tuple[float, Response | Exception]:
+    """(seconds, answer or the exception) of one request on a new connection."""
+    t = time.perf_counter()
+    try:
+        r = request(port, method, path, body, timeout=timeout, **kw)
+    except Exception as e:  # noqa: BLE001 - a timeout is the finding, not a crash
+        r = e
+    return time.perf_counter() - t, r
+
+
+def crowd(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` clients start together, each on its own keep-alive connection, and POST /solve
+    captchas one after another for `seconds`. Returns every latency, each client's wait for its
+    first answer (which includes waiting for a connection), errors and answers per second."""
+    import threading
+
+    gate = threading.Barrier(clients + 1)
+    lock = threading.Lock()
+    out = {"latencies": [], "first": [], "errors": [], "answers": 0}
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        mine, first, errors = [], None, []
+        gate.wait()
+        start = time.perf_counter()
+        i = 0
+        while time.perf_counter() - start < seconds:
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/solve", bodies[(k + i) % len(bodies)],
+                             {"Host": f"127.0.0.1:{port}", "Content-Type": "image/png"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}")
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                errors.append(f"{type(e).__name__}: {e}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                continue
+            finally:
+                i += 1
+            now = time.perf_counter()
+            mine.append(now - t)
+            if first is None:
+                first = now - start
+        conn.close()
+        with lock:
+            out["latencies"] += mine
+            out["first"].append(first if first is not None else float("inf"))
+            out["errors"] += errors
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    out["wall"] = time.perf_counter() - t0
+    out["answers"] = len(out["latencies"])
+    return out
 
 
 def untrained_model(out: Path, name: str = "random") -> Path:
