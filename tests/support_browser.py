@@ -190,6 +190,26 @@ def solve_from_menu(sw, page, src_url: str | None = None, frame_id: int = 0) -> 
     return sw.evaluate("([info, tab]) => self.solveFromMenu(info, tab)", [info, tab])
 
 
+NOTE_PAGE = "/note/note.html#"  # the note under a solved captcha: an extension page in an iframe
+
+
+def note_frame(page, solve_id: str = "", timeout_ms: float = 5000):
+    """The CaptchaLens note shown in this page (the newest; the one of solve_id when given). It is an
+    iframe in a closed shadow root: Playwright reaches it as a frame, as the user's mouse does."""
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        frames = [f for f in page.frames if f.url.startswith("chrome-extension://") and NOTE_PAGE in f.url
+                  and solve_id in f.url and not f.is_detached()]
+        if frames:
+            return frames[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no CaptchaLens note{' for solve ' + solve_id if solve_id else ''} "
+                                 f"in {page.url}; frames: {[f.url[:80] for f in page.frames]}")
+        page.wait_for_timeout(50)  # the frame is attached and navigated asynchronously
+
+
 def set_storage(sw, values: dict) -> None:
     sw.evaluate("(v) => chrome.storage.local.set(v)", values)
 
@@ -219,7 +239,8 @@ def wait_storage(sw, values: dict, timeout_ms: int = 5000) -> None:
 
 
 def reset_storage(sw) -> None:
-    sw.evaluate("() => chrome.storage.local.clear()")
+    """A fresh start between tests: options, memory, tokens, queue, and the session's solves and counts."""
+    sw.evaluate("() => Promise.all([chrome.storage.local.clear(), chrome.storage.session.clear()])")
 
 
 # ---- captchas ----------------------------------------------------------------------

@@ -28,7 +28,6 @@ import support_browser as sb
 HOST_TIMEOUT_S = 3.0  # background/host.js HOST_TIMEOUT_MS
 TIE = 1e-3  # see agreed()
 GOOD_MODEL_ACCURACY = 0.9  # from this fresh-captcha accuracy on, the label itself is expected
-OVERLAY = "#captchalens-overlay"
 FORM_EVENTS = """<script>
   window.events = [];
   document.addEventListener('input', (e) => events.push('input:' + e.target.id));
@@ -123,8 +122,9 @@ def agreed(setup, rgba, label, text):
     return text
 
 
-def overlay(page, part):
-    return page.locator(f"{OVERLAY} [data-cl={part}]")
+def overlay(page, part, solve_id=""):
+    """A part of the CaptchaLens note (data-cl=part) in this page."""
+    return sb.note_frame(page, solve_id).locator(f"[data-cl={part}]")
 
 
 def decode_data_url(url: str) -> np.ndarray:
@@ -290,18 +290,19 @@ def test_cross_origin_image_inside_a_frame(setup, browser, sw, page):
 
 def test_messages_from_pages_cannot_use_the_options_powers(browser, sw, page):
     """The popup's solve request works from the extension's pages; a content script (in a web
-    page) may send corrections but not pair, change options or solve other tabs."""
+    page) may not send corrections (only the note may), pair, change options or solve other tabs."""
     png, label, rgba = sb.captcha(seed=27)
     body = "<form><img id=cap src='/c.png' alt='captcha'><input id=answer name=captcha></form>"
     with sb.serving({"/": sb.html(sb.page_html("messages", body)), "/c.png": sb.png(png)}) as server:
         open_page(browser, page, server)
         tab = sb.tab_of(sw, page)
         from_page = sw.evaluate("""async (tabId) => (await chrome.scripting.executeScript({target: {tabId},
-            func: async () => Promise.all(['pair', 'solvePage', 'optionsChanged', 'flushSamples', 'nonsense'].map(
-                (type) => chrome.runtime.sendMessage({type, tabId: 0})))}))[0].result""", tab["id"])
-        assert [r["ok"] for r in from_page] == [False] * 5
-        assert all("not accepted from this sender" in r["error"] for r in from_page[:4])
-        assert "unknown message type" in from_page[4]["error"]
+            func: async () => Promise.all(['correction', 'pair', 'solvePage', 'optionsChanged', 'flushSamples',
+                                           'nonsense'].map(
+                (type) => chrome.runtime.sendMessage({type, tabId: 0, text: 'abcd'})))}))[0].result""", tab["id"])
+        assert [r["ok"] for r in from_page] == [False] * 6
+        assert all("not accepted from this sender" in r["error"] for r in from_page[:5])
+        assert "unknown message type" in from_page[5]["error"]
 
         options = browser.ctx.new_page()
         try:
@@ -421,7 +422,7 @@ def test_auto_solve_fills_a_remembered_site_when_sure(setup, browser, sw, page):
         sb.set_storage(sw, {"threshold": 1.0})
         result = sw.evaluate("(tab) => self.autoSolveFromPage({tab, frameId: 0})", tab)
         assert result["ok"] and not result["filled"]
-        expect(overlay(page, "message")).to_contain_text("Not typed in")
+        expect(overlay(page, "message", result["solveId"])).to_contain_text("Not typed in")
         expect(page.locator("#answer")).to_have_value("")
         # and nothing happens on sites not switched on
         sb.set_storage(sw, {"autoSolve": False})
@@ -641,6 +642,7 @@ def test_demo_page_of_the_local_host(setup, browser, sw, page, host_home):
         result = sb.solve_from_menu(sw, page, src)
         assert result["ok"] and result["inputSelector"] == "#answer", result
         expect(page.locator("#answer")).to_have_value(result["text"])
+        expect(overlay(page, "answer")).to_have_text(result["text"])  # the note's frame, under the page's strict CSP
         page.click("button[type=submit]")
         verdict = page.locator("#result")
         if setup.trained:

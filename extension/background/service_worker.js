@@ -7,7 +7,7 @@
  * are loaded again lazily after a restart.
  */
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
-          submitCorrection, flushSampleQueue, queuedSampleCount, hostHealth, hostModels, hostPair,
+          takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels, hostPair,
           syncAutoSolveScripts, readModelIndex, loadSettings, STATE_KEYS, tfAvailable */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
@@ -25,6 +25,7 @@ importScripts(
   '/background/pixels.js',
   '/background/host.js',
   '/background/samples.js',
+  '/background/solves.js',
   '/background/page.js',
   '/background/sites.js',
   '/background/solve.js',
@@ -45,13 +46,24 @@ function createMenus() {
   });
 }
 
+/** The extension's pages that send messages, by name. */
+const PAGES = Object.freeze({
+  options: chrome.runtime.getURL('options/options.html'),
+  popup: chrome.runtime.getURL('popup/popup.html'),
+  note: chrome.runtime.getURL('note/note.html'),
+});
+
 /**
- * Was this message sent by one of the extension's own pages (options, popup)?
+ * Which of the extension's own pages sent this message ('' for none: a content script, another sender).
  * @param {chrome.runtime.MessageSender} sender
- * @returns {boolean}
+ * @returns {string} 'options' | 'popup' | 'note' | ''
  */
-function fromExtensionPage(sender) {
-  return sender.id === chrome.runtime.id && sender.origin === EXTENSION_ORIGIN;
+function senderPage(sender) {
+  if (sender.id !== chrome.runtime.id || sender.origin !== EXTENSION_ORIGIN || typeof sender.url !== 'string') {
+    return '';
+  }
+  const url = sender.url.split(/[?#]/)[0];
+  return Object.keys(PAGES).find((name) => PAGES[name] === url) || '';
 }
 
 /**
@@ -100,21 +112,22 @@ async function processMessage(msg, sender) {
     return { ok: false, error: 'a message needs a type' };
   }
   const page = fromContentScript(sender);
-  const own = fromExtensionPage(sender);
+  const from = senderPage(sender);
+  const own = from === 'options' || from === 'popup';
   const refuse = { ok: false, error: `message "${msg.type}" is not accepted from this sender` };
   switch (msg.type) {
     case MESSAGE.CORRECTION:
-      if (!page) {
-        return refuse;
+      if (from !== 'note' || !sender.tab) {
+        return { ...refuse, message: 'Not sent: corrections come only from the CaptchaLens note.' };
       }
-      return submitCorrection({ image: msg.image, text: msg.text, site: msg.site, model: msg.model });
+      return takeCorrection(sender, msg);
     case MESSAGE.AUTO_SOLVE:
       if (!page) {
         return refuse;
       }
       return autoSolveFromPage(sender);
     case MESSAGE.SOLVE_PAGE: {
-      if (!own) {
+      if (from !== 'popup') {
         return refuse;
       }
       if (!Number.isInteger(msg.tabId)) {
@@ -125,17 +138,17 @@ async function processMessage(msg, sender) {
     }
     case MESSAGE.OPTIONS_CHANGED:
     case MESSAGE.SITES_CHANGED:
-      if (!own) {
+      if (from !== 'options') {
         return refuse;
       }
       return { ok: true, autoSolve: await syncAutoSolveScripts() };
     case MESSAGE.PAIR:
-      if (!own) {
+      if (from !== 'options') {
         return refuse;
       }
       return { ok: true, ...(await hostPair()) };
     case MESSAGE.HOST_STATUS: {
-      if (!own) {
+      if (from !== 'options') {
         return refuse;
       }
       const health = await hostHealth();
@@ -153,7 +166,7 @@ async function processMessage(msg, sender) {
       }
       return status();
     case MESSAGE.FLUSH_SAMPLES:
-      if (!own) {
+      if (from !== 'options') {
         return refuse;
       }
       return { ok: true, ...(await flushSampleQueue()) };
@@ -175,6 +188,10 @@ chrome.commands.onCommand.addListener((command, tab) => {
   if (command === COMMAND_SOLVE && tab) {
     solveActiveTab(tab, 'shortcut');
   }
+});
+
+chrome.tabs.onRemoved.addListener((tabId) => {
+  forgetSolve(tabId).catch(() => {});
 });
 
 chrome.alarms.onAlarm.addListener((alarm) => {

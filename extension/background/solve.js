@@ -4,13 +4,14 @@
  *      (canvas, or a crop of a tab screenshot when the canvas is tainted);
  *   2. solve in this service worker with TF.js, or on the local host
  *      (options: browser / host / auto = browser, host when unsure or failing);
- *   3. show the answer under the captcha and type it into its input;
+ *   3. show the answer under the captcha and type it into its input; keep the
+ *      pixels solved for the one correction the note may send (solves.js);
  *   4. remember the site's image and input.
  * Every step reports a clear message in the page when it fails.
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, injectPage, callPage, pageAccessMessage,
           rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, pixelsHash, hostSolve, siteMemory, rememberSite,
-          AUTO_SOLVE_WAIT_MS, tfAvailable */
+          rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
 /** Context menu item ids. */
@@ -69,7 +70,7 @@ async function autoSolveFromPage(sender) {
  * @param {string} [req.srcUrl]  the right-clicked image's URL (never requested again)
  * @param {string} req.trigger  'menu' | 'shortcut' | 'popup' | 'auto'
  * @returns {Promise<Object>} {ok, text, confidence, source, model, via, width, height, pixelsHash,
- *   filled, inputSelector, imageSelector, message, ms} or {ok: false, code, message}
+ *   filled, inputSelector, imageSelector, solveId, message, ms} or {ok: false, code, message}
  */
 async function solveInFrame(req) {
   const t0 = performance.now();
@@ -148,15 +149,17 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
   }
 
   const lowConfidence = answer.confidence < settings.threshold;
+  const solveId = await rememberSolve({
+    tabId: req.tabId, frameId: req.frameId || 0, site: where.site, model: answer.model, image: await pngDataUrl(rgba),
+  });
   const shown = await callPage(target, 'show', {
     text: answer.text,
     confidence: answer.confidence,
     source: answer.source,
-    model: answer.model,
     note: answer.note || '',
     fill: settings.autoFill && !(auto && lowConfidence),
     inputSelector: (memory && memory.input) || '',
-    image: await pngDataUrl(rgba),
+    solveId,
     lowConfidence,
   });
   clearToolbarNote(req.tabId);
@@ -178,6 +181,7 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     inputSelector: shown.inputSelector,
     imageSelector: read.selector,
     site: where.site,
+    solveId,
     message: shown.message,
     ms: performance.now() - t0,
   };

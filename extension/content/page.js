@@ -16,6 +16,8 @@
 
   /** The captcha element read last in this frame (kept until the next read). */
   let lastElement = null;
+  /** The input the last answer went into (a correction goes there too). */
+  let lastInput = null;
 
   /**
    * Where this frame is.
@@ -34,6 +36,7 @@
     removeOverlay(); // never in the way of a screenshot, never stale
     const { element, ...result } = await readCaptcha(args || {});
     lastElement = element || null;
+    lastInput = null;
     return result;
   }
 
@@ -43,13 +46,11 @@
    * @param {string} args.text
    * @param {number} args.confidence
    * @param {string} args.source  'browser' | 'host'
-   * @param {string} [args.model]
    * @param {string} [args.note]  from the background (e.g. the host was not reachable)
    * @param {boolean} args.fill  type the answer into the input
    * @param {string} [args.inputSelector]  the site's remembered input
-   * @param {string} args.image  PNG data URL of the pixels solved (sent back with a correction)
+   * @param {string} args.solveId  the solve a correction from the note is for
    * @param {boolean} [args.lowConfidence]
-   * @param {boolean} [args.autoFillOff]  the user turned auto-fill off
    * @returns {{filled: boolean, inputSelector: string, message: string}}
    */
   function show(args) {
@@ -58,6 +59,7 @@
     if (input) {
       fillInput(input, args.text);
     }
+    lastInput = input;
     const notes = [];
     let level = 'info';
     if (args.note) {
@@ -76,17 +78,8 @@
     }
     const message = notes.join(' ');
     showOverlay(image, {
-      text: args.text, confidence: args.confidence, source: args.source, message, level, avoid: input,
-      onCorrect: async (typed) => {
-        const result = await chrome.runtime.sendMessage({
-          type: MESSAGE.CORRECTION, image: args.image, text: typed, site: location.hostname, model: args.model,
-        });
-        if (result && result.ok && input && input.isConnected) {
-          fillInput(input, typed.trim());
-        }
-        return result || { ok: false, message: 'CaptchaLens did not answer.' };
-      },
-    });
+      text: args.text, confidence: args.confidence, source: args.source, message, level, solveId: args.solveId,
+    }, input);
     return { filled: Boolean(input), inputSelector: input ? dom.uniqueSelector(input) : '', message };
   }
 
@@ -101,5 +94,18 @@
     return true;
   }
 
-  self.CaptchaLensPage = Object.freeze({ hello, read, show, showMessage });
+  /**
+   * The user's correction was taken: type it into the input the answer went into.
+   * @param {{text: string}} args
+   * @returns {boolean} typed in
+   */
+  function corrected(args) {
+    if (!lastInput || !lastInput.isConnected || typeof args.text !== 'string') {
+      return false;
+    }
+    fillInput(lastInput, args.text);
+    return true;
+  }
+
+  self.CaptchaLensPage = Object.freeze({ hello, read, show, showMessage, corrected });
 })();

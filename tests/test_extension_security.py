@@ -1,0 +1,184 @@
+"""The extension against a hostile page and a hostile "local host" (issue 14), in real Chromium.
+
+Each test first runs the attack as the page (or the other host) would, then checks that the
+user's own way still works: typing and clicking with Playwright's trusted input, the options
+page, the context menu's handler. Storage is never written to set up a case.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from playwright.sync_api import expect, sync_playwright
+
+import support_browser as sb
+from test_extension_e2e import Browser, host_home, open_page, overlay, page, setup, sw  # noqa: F401 (fixtures)
+
+CAPTCHALENS = [str(Path(sys.executable).parent / "captchalens")]  # the venv's console script
+CORRECTIONS_PER_SITE = 10  # background/solves.js
+
+
+@pytest.fixture(scope="module")
+def browser(setup, tmp_path_factory):  # noqa: F811 (this module's own Chromium)
+    with sync_playwright() as p:
+        ctx = sb.launch(p, tmp_path_factory.mktemp("chromium") / "profile", setup.ext_dir)
+        sb.service_worker(ctx, setup.ext_id)
+        yield Browser(ctx, setup.ext_id, p)
+        ctx.close()
+
+
+def cli(*args: str) -> str:
+    """What `captchalens ...` prints, as the user runs it (same $CAPTCHALENS_HOME as the host under test)."""
+    done = subprocess.run([*CAPTCHALENS, *args], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.returncode == 0, f"captchalens {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def options_page(browser):
+    page = browser.ctx.new_page()
+    page.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page
+
+
+def set_host_address(options, url: str) -> None:
+    options.fill("#hostUrl", url)
+    options.locator("#hostUrl").dispatch_event("change")
+
+
+def paste_token(browser, url: str) -> None:
+    """The way without /pair: `captchalens token`, pasted into the options' Token field."""
+    token = cli("token")
+    options = options_page(browser)
+    try:
+        set_host_address(options, url)
+        expect(options.locator("#saved")).to_have_text("Saved")
+        options.fill("#token", token)
+        options.locator("#token").dispatch_event("change")
+        expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+    finally:
+        options.close()
+
+
+def captcha_page(png: bytes) -> dict:
+    body = "<form><img id=cap src='/c.png'><input id=answer name=captcha></form>"
+    return {"/": sb.html(sb.page_html("captcha", body)), "/c.png": sb.png(png)}
+
+
+def samples_of(host_home, site="127.0.0.1") -> list[str]:
+    folder = host_home / "samples" / site
+    return sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+
+
+# ---- (1) corrections come only from the user, in UI the page cannot touch ----------------------------
+FORGE_IN_SHADOW_ROOT = """(text) => {
+    try {
+        const r = document.getElementById('captchalens-overlay').shadowRoot;
+        r.querySelector('[data-cl=correct-input]').value = text;
+        r.querySelector('form').requestSubmit();
+        return 'submitted';
+    } catch (e) {
+        return 'refused: ' + e.message;
+    }
+}"""
+
+FORGE_WITH_EVENTS = """(text) => {
+    const host = document.getElementById('captchalens-overlay');
+    for (const target of [host, document, document.activeElement]) {
+        target.dispatchEvent(new MouseEvent('click', {bubbles: true, composed: true}));
+        target.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true, composed: true}));
+    }
+    // messages: to every frame the page can reach, and to itself as if from the note ("close")
+    for (let i = 0; i < frames.length; i++) {
+        frames[i].postMessage({type: 'correction', text, captchalensNote: true}, '*');
+    }
+    window.postMessage({captchalensNote: true, type: 'close'}, '*');
+    window.postMessage({captchalensNote: true, type: 'size', width: 1, height: 1}, '*');
+    return {reachableFrames: frames.length, noteInPage: document.querySelectorAll('iframe').length};
+}"""
+
+
+def test_a_page_cannot_forge_a_correction(setup, browser, sw, page, host_home):
+    png, label, rgba = sb.captcha(seed=40)
+    with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
+        paste_token(browser, url)
+        open_page(browser, page, server)
+        result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+        assert result["ok"], result
+        # the reviewer's attack: reach the note's shadow root, fill the box, submit the form
+        assert page.evaluate(FORGE_IN_SHADOW_ROOT, "FORGED0").startswith("refused: ")
+        note = sb.note_frame(page, result["solveId"])
+        expect(note.locator("[data-cl=answer]")).to_have_text(result["text"])
+        # synthetic clicks and Enter keys, messages: the page cannot even reach the note's window
+        assert page.evaluate(FORGE_WITH_EVENTS, "FORGED1") == {"reachableFrames": 0, "noteInPage": 0}
+        expect(note.locator("[data-cl=answer]")).to_be_visible()  # a forged "close" did not close it
+        # a script inside the note itself: clicks and keys that are not the user's (isTrusted false)
+        note.evaluate("""() => {
+            document.querySelector('[data-cl=correct-input]').value = 'FORGED2';
+            document.querySelector('[data-cl=correct-send]').click();
+            document.querySelector('[data-cl=correct-input]').dispatchEvent(
+                new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+        }""")
+        expect(note.locator("[data-cl=correct-status]")).to_have_text("")
+        # clickjacking: the page makes the note all but transparent; the user's real click lands on it
+        page.evaluate("document.getElementById('captchalens-overlay').style.setProperty('opacity', '0.02', 'important')")
+        note.locator("[data-cl=correct-input]").fill("FORGED3")
+        note.locator("[data-cl=correct-send]").click(force=True)
+        expect(note.locator("[data-cl=correct-status]")).to_contain_text("the page covers or hides this note")
+        # a note the page made itself, naming a solve it guessed: the user's real click sends nothing
+        page.evaluate("""(src) => { const f = document.createElement('iframe'); f.id = 'fake';
+            f.src = src + '#' + encodeURIComponent(JSON.stringify({text: 'abcd', solveId: 'guessed'}));
+            f.style.cssText = 'position:absolute;left:560px;top:360px;width:320px;height:120px';
+            document.body.appendChild(f); }""",
+                      f"chrome-extension://{browser.ext_id}/note/note.html")
+        fake = page.frame_locator("#fake")
+        fake.locator("[data-cl=correct-input]").fill("FORGED4")
+        fake.locator("[data-cl=correct-send]").click()
+        expect(fake.locator("[data-cl=correct-status]")).to_contain_text("Not sent")
+        assert server.hits("/c.png") == 1
+        assert samples_of(host_home) == [], "a page forged a correction"
+
+        # the user: types the right answer into the (visible again) note and clicks Send
+        page.evaluate("document.getElementById('captchalens-overlay').style.removeProperty('opacity')")
+        right = "ab12" if result["text"] != "ab12" else "cd34"
+        note.locator("[data-cl=correct-input]").fill(right)
+        note.locator("[data-cl=correct-send]").click()
+        expect(note.locator("[data-cl=correct-status]")).to_contain_text("saved for retraining")
+        expect(page.locator("#answer")).to_have_value(right)
+        # one correction per solve: the box is done, and Enter sends nothing more
+        expect(note.locator("[data-cl=correct-input]")).to_be_disabled()
+        expect(note.locator("[data-cl=correct-send]")).to_be_disabled()
+    assert samples_of(host_home) == [f"{right}.png"]
+    saved = np.asarray(Image.open(host_home / "samples" / "127.0.0.1" / f"{right}.png").convert("RGBA"))
+    assert np.array_equal(saved, rgba), "the sample holds other pixels than the ones solved"
+
+
+def test_enter_sends_and_corrections_per_site_are_limited(browser, sw, page):
+    """The user's Enter key sends; a site gets at most CORRECTIONS_PER_SITE corrections in 10 minutes
+    (here the host is down, so they wait in the queue the options page shows)."""
+    png, _, _ = sb.captcha(seed=41)
+    with sb.serving(captcha_page(png)) as server:
+        open_page(browser, page, server)
+        for i in range(CORRECTIONS_PER_SITE + 1):
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+            assert result["ok"], result
+            note = sb.note_frame(page, result["solveId"])
+            note.locator("[data-cl=correct-input]").fill(f"zz{i:02d}")
+            note.locator("[data-cl=correct-input]").press("Enter")
+            status = note.locator("[data-cl=correct-status]")
+            if i < CORRECTIONS_PER_SITE:
+                expect(status).to_contain_text("will be sent when the local host is reachable")
+            else:
+                expect(status).to_contain_text(f"at most {CORRECTIONS_PER_SITE} corrections from one site")
+                expect(note.locator("[data-cl=correct-send]")).to_be_enabled()  # the user may try later
+    options = options_page(browser)
+    try:
+        expect(options.locator("#queued")).to_have_text(f"{CORRECTIONS_PER_SITE} correction(s) wait for the local host.")
+    finally:
+        options.close()
