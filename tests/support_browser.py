@@ -437,6 +437,19 @@ def local_host(model_dir: Path, ext_dir: Path, port: int | None = None, **config
         server.server_close()
 
 
+def captchalens_cli(*args: str) -> str:
+    """What `captchalens ...` prints, run as the user runs it (the venv's console script, this
+    process's environment: the same $CAPTCHALENS_HOME as a local_host() under test)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "captchalens"
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60, env=os.environ)
+    if done.returncode != 0:
+        raise AssertionError(f"captchalens {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return done.stdout.strip()
+
+
 @contextmanager
 def silent_port():
     """A loopback port that accepts connections and never answers (a hung host). Yields its URL."""

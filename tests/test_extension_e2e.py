@@ -545,17 +545,34 @@ def host_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def pair_in_options(browser, url):
+def options_page(browser):
+    """The options page, loaded (its first round of messages answered)."""
     options = browser.ctx.new_page()
+    options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+    expect(options.locator("body")).to_have_attribute("data-ready", "true")
+    return options
+
+
+def set_host_address(options, url, sw=None):
+    """Type an address into the options (and, given the worker, wait until it is stored)."""
+    options.fill("#hostUrl", url)
+    options.locator("#hostUrl").dispatch_event("change")
+    if sw is not None:
+        sb.wait_storage(sw, {"hostUrl": url})
+
+
+def pair_in_options(browser, sw, url):
+    """Test connection, then Pair: the host prints a code on its terminal, which the user reads
+    (here with `captchalens token --pair-code`, as for a host in the background) and types in."""
+    options = options_page(browser)
     try:
-        options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
-        expect(options.locator("body")).to_have_attribute("data-ready", "true")
-        options.fill("#hostUrl", url)
-        options.locator("#hostUrl").dispatch_event("change")
-        expect(options.locator("#saved")).to_have_text("Saved")
+        set_host_address(options, url, sw)
         options.click("#testHost")
         expect(options.locator("#hostStatus")).to_contain_text("is running")
         options.click("#pair")
+        expect(options.locator("#hostStatus")).to_contain_text("printed a 6-digit code")
+        options.fill("#pairCode", sb.captchalens_cli("token", "--pair-code"))
+        options.click("#pairConfirm")
         expect(options.locator("#hostStatus")).to_have_text(f"Paired with the local host at {url}.")
     finally:
         options.close()
@@ -564,7 +581,7 @@ def pair_in_options(browser, url):
 def test_local_host_pairs_solves_and_keeps_corrections(setup, browser, sw, page, host_home):
     png, label, rgba = sb.captcha(seed=22)
     with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
-        pair_in_options(browser, url)
+        pair_in_options(browser, sw, url)
         token = (host_home / "token").read_text().strip()
         assert sb.get_storage(sw, "hostToken")["hostToken"] == token
         sb.set_storage(sw, {"engine": "host"})

@@ -6,11 +6,6 @@ page, the context menu's handler. Storage is never written to set up a case.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,9 +13,9 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 import support_browser as sb
-from test_extension_e2e import Browser, host_home, open_page, overlay, page, setup, sw  # noqa: F401 (fixtures)
+from test_extension_e2e import (Browser, host_home, open_page, options_page, page, pair_in_options,  # noqa: F401
+                                set_host_address, setup, sw)
 
-CAPTCHALENS = [str(Path(sys.executable).parent / "captchalens")]  # the venv's console script
 CORRECTIONS_PER_SITE = 10  # background/solves.js
 
 
@@ -33,32 +28,12 @@ def browser(setup, tmp_path_factory):  # noqa: F811 (this module's own Chromium)
         ctx.close()
 
 
-def cli(*args: str) -> str:
-    """What `captchalens ...` prints, as the user runs it (same $CAPTCHALENS_HOME as the host under test)."""
-    done = subprocess.run([*CAPTCHALENS, *args], capture_output=True, text=True, timeout=60, env=os.environ)
-    assert done.returncode == 0, f"captchalens {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
-
-
-def options_page(browser):
-    page = browser.ctx.new_page()
-    page.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    return page
-
-
-def set_host_address(options, url: str) -> None:
-    options.fill("#hostUrl", url)
-    options.locator("#hostUrl").dispatch_event("change")
-
-
-def paste_token(browser, url: str) -> None:
+def paste_token(browser, sw, url: str) -> None:
     """The way without /pair: `captchalens token`, pasted into the options' Token field."""
-    token = cli("token")
+    token = sb.captchalens_cli("token")
     options = options_page(browser)
     try:
-        set_host_address(options, url)
-        expect(options.locator("#saved")).to_have_text("Saved")
+        set_host_address(options, url, sw)
         options.fill("#token", token)
         options.locator("#token").dispatch_event("change")
         expect(options.locator("#hostStatus")).to_have_text("Token saved.")
@@ -107,7 +82,7 @@ FORGE_WITH_EVENTS = """(text) => {
 def test_a_page_cannot_forge_a_correction(setup, browser, sw, page, host_home):
     png, label, rgba = sb.captcha(seed=40)
     with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
-        paste_token(browser, url)
+        paste_token(browser, sw, url)
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
         assert result["ok"], result
@@ -180,5 +155,69 @@ def test_enter_sends_and_corrections_per_site_are_limited(browser, sw, page):
     options = options_page(browser)
     try:
         expect(options.locator("#queued")).to_have_text(f"{CORRECTIONS_PER_SITE} correction(s) wait for the local host.")
+    finally:
+        options.close()
+
+
+# ---- (2) pairing: a code printed by the host, typed by the user -----------------------------------------
+def test_pairing_needs_the_code_the_host_printed(setup, browser, sw, host_home, capsys):
+    with sb.local_host(setup.keras_dir, setup.ext_dir) as url:
+        options = options_page(browser)
+        try:
+            set_host_address(options, url, sw)
+            options.click("#pair")
+            status = options.locator("#hostStatus")
+            expect(status).to_have_text(f"The local host at {url} printed a 6-digit code: type it below (within 5 minutes).")
+            printed = capsys.readouterr().err  # the host's terminal
+            code = next(line for line in printed.splitlines() if "Pairing code" in line).split(": ")[1][:7]
+            assert code == sb.captchalens_cli("token", "--pair-code")
+
+            options.fill("#pairCode", "12 34")
+            options.click("#pairConfirm")
+            expect(status).to_have_text("Not paired: Type the 6 digits the local host printed (like 482 913).")
+            wrong = f"{(int(code.replace(' ', '')) + 1) % 1000000:06d}"
+            options.fill("#pairCode", wrong)
+            options.locator("#pairCode").press("Enter")
+            expect(status).to_have_text("Not paired: The local host refused: wrong pairing code: 4 tries left for this code")
+            expect(options.locator("#token")).to_have_attribute("placeholder", "not paired")
+
+            options.fill("#pairCode", code)
+            options.click("#pairConfirm")
+            expect(status).to_have_text(f"Paired with the local host at {url}.")
+            expect(options.locator("#pairForm")).to_be_hidden()
+            expect(options.locator("#token")).to_have_attribute("placeholder", "paired (token stored)")
+            # a code is used once
+            options.click("#pair")
+            expect(status).to_contain_text("printed a 6-digit code")
+            options.fill("#pairCode", code)
+            options.click("#pairConfirm")
+            expect(status).to_contain_text("Not paired: The local host refused: wrong pairing code")
+        finally:
+            options.close()
+
+
+def test_pairing_errors_are_clear(setup, browser, sw, host_home):
+    """No host, a host with pairing off, a code typed before asking for one."""
+    options = options_page(browser)
+    try:
+        status = options.locator("#hostStatus")
+        down = sb.closed_port_url()
+        set_host_address(options, down, sw)
+        options.click("#pair")
+        expect(status).to_have_text(f"Not paired: The local host is not running at {down} (start it with `make run`).")
+        expect(options.locator("#pairForm")).to_be_hidden()
+        with sb.local_host(setup.keras_dir, setup.ext_dir, PAIRING=False) as url:
+            set_host_address(options, url, sw)
+            options.click("#pair")
+            expect(status).to_contain_text("Not paired: The local host refused: pairing is turned off (--no-pairing)")
+        with sb.local_host(setup.keras_dir, setup.ext_dir) as url:
+            set_host_address(options, url, sw)
+            options.click("#pair")
+            expect(status).to_contain_text("printed a 6-digit code")
+            set_host_address(options, down, sw)  # the address changed before the code was typed
+            options.fill("#pairCode", sb.captchalens_cli("token", "--pair-code"))
+            options.click("#pairConfirm")
+            expect(status).to_have_text('Not paired: Click "Pair with local host" first (the address changed, '
+                                        'or no code was asked for).')
     finally:
         options.close()

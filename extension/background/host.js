@@ -4,7 +4,7 @@
  * host that is not running gives one clear message.
  */
 /* global loadSettings, STATE_KEYS, HOST_DOWN_HINT */
-/* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPair, HOST_TIMEOUT_MS */
+/* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPairStart, hostPairConfirm, HOST_TIMEOUT_MS */
 
 /** How long a request to the local host may take before it counts as not running. */
 const HOST_TIMEOUT_MS = 3000;
@@ -40,7 +40,8 @@ async function readToken() {
 /**
  * One request to the local host.
  * @param {string} path  e.g. '/health'
- * @param {{method?: string, body?: (string|Blob), type?: string, token?: boolean, timeoutMs?: number}} [opts]
+ * @param {{method?: string, body?: (string|Blob), type?: string, token?: boolean, pairing?: boolean,
+ *          timeoutMs?: number}} [opts]  pairing: a refusal is about the code, not a reason to pair again
  * @returns {Promise<Object>} the JSON answer
  * @throws {HostError}
  */
@@ -81,7 +82,7 @@ async function hostRequest(path, opts = {}) {
     }
     if (!resp.ok) {
       const why = (data && data.error) || `HTTP ${resp.status}`;
-      const hint = resp.status === 401 || resp.status === 403
+      const hint = (resp.status === 401 || resp.status === 403) && !opts.pairing
         ? ' (pair again: CaptchaLens options, "Pair with local host")' : '';
       throw new HostError(`The local host refused: ${why}${hint}`, { status: resp.status, unpaired: !!hint });
     }
@@ -151,15 +152,50 @@ function hostSample(sample) {
   });
 }
 
+/** How a pairing code looks: 6 digits, spaces or dashes allowed (the host prints "482 913"). */
+const PAIR_CODE_RE = /^\d{6}$/;
+/** chrome.storage.session key: the pairing asked for and not yet confirmed ({hostUrl, expires}). */
+const PAIRING_KEY = 'pairing';
+
 /**
- * POST /pair and keep the token (the host gives it only to this extension's origin).
- * @returns {Promise<{paired: boolean}>}
+ * Pairing, step 1: POST /pair {} makes the local host print a one-time code on its terminal.
+ * @returns {Promise<{pending: boolean, expiresIn: number, hostUrl: string}>}
  */
-async function hostPair() {
-  const answer = await hostRequest('/pair', { method: 'POST' });
+async function hostPairStart() {
+  const { hostUrl } = await loadSettings();
+  const answer = await hostRequest('/pair', { method: 'POST', body: '{}', type: 'application/json', pairing: true });
+  if (answer.token || answer.pending !== true) {
+    throw new HostError('The local host did not ask for a pairing code: update it (`git pull`, then restart ' +
+      '`make run`), then pair again.');
+  }
+  const expiresIn = Number(answer.expires_in) || 300;
+  await chrome.storage.session.set({ [PAIRING_KEY]: { hostUrl, expires: Date.now() + expiresIn * 1000 } });
+  return { pending: true, expiresIn, hostUrl };
+}
+
+/**
+ * Pairing, step 2: POST /pair {"code"} with the code the user read on the host's terminal; keeps the token.
+ * @param {*} typed  what the user typed
+ * @returns {Promise<{paired: boolean, hostUrl: string}>}
+ * @throws {HostError} a wrong, expired or mistyped code, or the address changed since step 1
+ */
+async function hostPairConfirm(typed) {
+  const code = typeof typed === 'string' ? typed.replace(/[\s-]/g, '') : '';
+  if (!PAIR_CODE_RE.test(code)) {
+    throw new HostError('Type the 6 digits the local host printed (like 482 913).');
+  }
+  const { hostUrl } = await loadSettings();
+  const pending = (await chrome.storage.session.get(PAIRING_KEY))[PAIRING_KEY];
+  if (!pending || pending.hostUrl !== hostUrl) {
+    throw new HostError('Click "Pair with local host" first (the address changed, or no code was asked for).');
+  }
+  const answer = await hostRequest('/pair', {
+    method: 'POST', body: JSON.stringify({ code }), type: 'application/json', pairing: true,
+  });
   if (!answer.token || typeof answer.token !== 'string') {
-    throw new HostError('The local host answered /pair without a token');
+    throw new HostError('The local host answered the pairing code without a token');
   }
   await chrome.storage.local.set({ [STATE_KEYS.TOKEN]: answer.token });
-  return { paired: true };
+  await chrome.storage.session.remove(PAIRING_KEY);
+  return { paired: true, hostUrl };
 }

@@ -7,8 +7,8 @@
  * are loaded again lazily after a restart.
  */
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
-          takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels, hostPair,
-          syncAutoSolveScripts, readModelIndex, loadSettings, STATE_KEYS, tfAvailable */
+          takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels,
+          hostPairStart, hostPairConfirm, syncAutoSolveScripts, readModelIndex, loadSettings, STATE_KEYS, tfAvailable */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
 try {
@@ -146,7 +146,12 @@ async function processMessage(msg, sender) {
       if (from !== 'options') {
         return refuse;
       }
-      return { ok: true, ...(await hostPair()) };
+      return { ok: true, ...(await hostPairStart()) };
+    case MESSAGE.PAIR_CODE:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return { ok: true, ...(await hostPairConfirm(msg.code)) };
     case MESSAGE.HOST_STATUS: {
       if (from !== 'options') {
         return refuse;

@@ -126,13 +126,37 @@ async function testHost() {
   }
 }
 
-/** Pair with the local host (POST /pair: it gives its token to this extension only). */
+/**
+ * "Pair with local host": the host prints a one-time code on its terminal; the user types it here.
+ */
 async function pair() {
-  const { hostUrl } = await loadSettings();
-  say('hostStatus', 'Pairing\u2026', true);
+  say('hostStatus', 'Asking the local host for a pairing code\u2026', true);
   const answer = await ask({ type: MESSAGE.PAIR });
+  const form = document.getElementById('pairForm');
+  if (!answer.ok) {
+    form.hidden = true;
+    say('hostStatus', `Not paired: ${answer.error}`, false);
+    return;
+  }
+  form.hidden = false;
+  const code = document.getElementById('pairCode');
+  code.value = '';
+  code.focus();
+  say('hostStatus', `The local host at ${answer.hostUrl} printed a 6-digit code: type it below ` +
+    `(within ${Math.round(answer.expiresIn / 60)} minutes).`, true);
+}
+
+/**
+ * Send the typed pairing code.
+ * @param {Event} event  the form's submit
+ */
+async function confirmPair(event) {
+  event.preventDefault();
+  say('hostStatus', 'Pairing\u2026', true);
+  const answer = await ask({ type: MESSAGE.PAIR_CODE, code: document.getElementById('pairCode').value });
   if (answer.ok) {
-    say('hostStatus', `Paired with the local host at ${hostUrl}.`, true);
+    document.getElementById('pairForm').hidden = true;
+    say('hostStatus', `Paired with the local host at ${answer.hostUrl}.`, true);
     await showToken();
   } else {
     say('hostStatus', `Not paired: ${answer.error}`, false);
@@ -197,6 +221,7 @@ async function init() {
   }
   document.getElementById('testHost').addEventListener('click', testHost);
   document.getElementById('pair').addEventListener('click', pair);
+  document.getElementById('pairForm').addEventListener('submit', confirmPair);
   document.getElementById('flush').addEventListener('click', flush);
   document.getElementById('token').addEventListener('change', saveToken);
   document.getElementById('changeShortcut').addEventListener('click', () => {

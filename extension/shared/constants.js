@@ -10,9 +10,10 @@
 var MESSAGE = Object.freeze({
   SOLVE_PAGE: 'solvePage', // popup: solve the captcha on the active tab
   AUTO_SOLVE: 'autoSolve', // content script registered on remembered sites: the page has loaded
-  CORRECTION: 'correction', // overlay: the right answer for the image just solved
+  CORRECTION: 'correction', // note: the right answer for the tab's last solve ({solveId, text})
   OPTIONS_CHANGED: 'optionsChanged', // options page: settings were saved
-  PAIR: 'pair', // options page: fetch a token from the local host (POST /pair)
+  PAIR: 'pair', // options page: ask the local host for a pairing code (POST /pair {})
+  PAIR_CODE: 'pairCode', // options page: the code the user typed -> the host's token (POST /pair {code})
   HOST_STATUS: 'hostStatus', // options page / popup: is the local host running (GET /health)?
   STATUS: 'status', // popup / options: engine, models, queued corrections
   FLUSH_SAMPLES: 'flushSamples', // options page: send queued corrections now
