@@ -15,6 +15,7 @@ from flask import Flask
 
 from .demo import DemoChallenges
 from .models import Registry, fixed_folders
+from .samples import SampleStore
 from .security import MANIFEST, HostError, Pairing, ensure_token, extension_id_from_manifest
 
 __all__ = ["create_app", "HostError"]
@@ -28,6 +29,7 @@ class HostState:
     registry: Registry
     demo: DemoChallenges
     pairing: Pairing
+    samples: SampleStore
     fixed_token: str | None = None
 
     def token(self) -> str:
@@ -66,7 +68,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     folders, source = fixed_folders(app.config["MODEL_DIRS"])
     registry = Registry(folders, fixed_source=source, batching=app.config["BATCHING"],
                         check_interval=app.config["RELOAD_INTERVAL"]).reload()
-    app.extensions["captchalens"] = HostState(registry, DemoChallenges(), Pairing(), app.config["TOKEN"])
+    samples = SampleStore()
+    samples.sweep()  # temp files of a host killed while writing a sample
+    app.extensions["captchalens"] = HostState(registry, DemoChallenges(), Pairing(), samples,
+                                              app.config["TOKEN"])
 
     from . import api
 

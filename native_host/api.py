@@ -23,7 +23,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from captchalens import __version__
 from captchalens.images import ImageError, read_rgba
 
-from .samples import SampleError, check_text, fits_model, save_sample
+from .samples import SampleError, check_text, fits_model
 from .security import TOKEN_HEADER, PairingError, host_ok, own_origins, token_matches
 
 API_VERSION = 1
@@ -262,9 +262,9 @@ def samples():
     rgba = decode_image(data)
     try:
         text = check_text(fields.get("text"))
-        saved, count = save_sample(rgba, text, text_field(fields, "site"))
-    except (SampleError, ValueError) as e:
-        raise ApiError(400, str(e)) from None
+        saved, count = state().samples.save(rgba, text, text_field(fields, "site"))
+    except SampleError as e:
+        raise ApiError(e.status, str(e)) from None
     # A label the current model cannot give is kept too: it is what a site model is trained from.
     return {"saved": saved, "count": count, "fits_model": fits_model(text, entry.meta)}, 201
 

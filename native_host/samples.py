@@ -1,32 +1,59 @@
 """Labelled captchas sent by the extension, kept for retraining.
 
 Each sample is the PNG of the decoded pixels (never the raw upload) at
-``samples_dir(site)/<text>.png`` — or ``<text>_2.png``, ``<text>_3.png`` ...
-when that name is taken.  Files appear whole (written to a temp file, then
-hard-linked to a name that must not exist yet) and are never overwritten.
+``samples/<site>/<text>.png`` in the CaptchaLens home — or ``<text>_2.png``,
+``<text>_3.png`` ... when that name is taken.
+
+The site's folder is the page's host name, one folder per site and never one for two:
+lower case, Unicode labels as IDNA ASCII (``é.com`` -> ``xn--9ca.com``), a port after
+``+`` (``example.com:8443`` -> ``example.com+8443``), an IPv6 address in brackets with
+``-`` for ``:`` (``[::1]`` -> ``[--1]``); without a site, ``unsorted``.  Anything that
+is not a host name[:port] is refused rather than squeezed into a name.
+
+Nothing below the CaptchaLens home is followed if it is a symbolic link: each folder
+and file is opened relative to its parent with O_NOFOLLOW.  Files appear whole (a
+temp file, fsync, then a hard link to a name that must not exist yet) and are never
+overwritten; temp files left by a killed host are swept when the host starts.
 """
 from __future__ import annotations
 
+import errno
 import io
+import ipaddress
+import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
+import threading
+import time
+import unicodedata
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from captchalens.contract import ModelMeta
-from captchalens.home import safe_name, samples_dir
+from captchalens.home import home
 from captchalens.images import IMAGE_SUFFIXES
 
+log = logging.getLogger("captchalens.host")
+
 MAX_COPIES = 10_000  # x7kq.png ... x7kq_10000.png; past that something is wrong
+MAX_LABEL = 64  # characters in one sample's answer
+UNSORTED = "unsorted"  # the folder for samples sent without a site
+TEMP_PREFIX = ".sample."  # temp files: .sample.<random>.tmp (older hosts: .sample.<random>.png)
+STALE_TEMP = 60.0  # seconds after which a temp file is a killed writer's leftover
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 class SampleError(ValueError):
-    """The sample cannot be stored; the message says why."""
+    """The sample cannot be stored; the message says why, status is the HTTP answer."""
 
-
-MAX_LABEL = 64  # characters in one sample's answer
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 def check_text(text, meta: ModelMeta | None = None) -> str:
@@ -56,24 +83,69 @@ def fits_model(text: str, meta: ModelMeta) -> bool:
     return set(text) <= set(meta.charset) and lo <= len(text) <= hi
 
 
-def site_folder_name(site: str | None) -> str | None:
-    """A page's host name as a samples folder name: 'Shop.Example.com:8443' -> 'shop.example.com'.
+# ---- site -> folder -------------------------------------------------------------------
+_ASCII_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 
-    Whatever the extension sends stays one folder inside samples/ (no '/', no '..')."""
-    if site is None or not site.strip():
+
+def _label(label: str) -> str | None:
+    """One host-name label in ASCII (Punycode for Unicode labels), or None if it cannot be one."""
+    if label.isascii():
+        return label if _ASCII_LABEL.fullmatch(label) else None
+    if not all(unicodedata.category(c)[0] in "LMN" or c in "-_" for c in label):
         return None
-    name = site.strip().lower()
-    name = re.sub(r"^\[(.*)\](:\d+)?$", r"\1", name)  # [::1]:8080 -> ::1
-    name = re.sub(r"^([^:]*):\d+$", r"\1", name)  # host:port -> host
-    name = re.sub(r"[^a-z0-9._-]+", "-", name)
-    name = re.sub(r"\.{2,}", ".", name).strip("-._")[:64].rstrip("-._")
-    try:
-        return safe_name(name, "site")
-    except ValueError:
-        raise SampleError(f"site {site!r} cannot be a folder name: send the page's host name, "
-                          f"e.g. shop.example.com") from None
+    ascii_label = "xn--" + label.encode("punycode").decode("ascii")
+    return ascii_label if len(ascii_label) <= 63 else None
 
 
+def site_folder_name(site: str | None) -> str:
+    """The samples folder of a page's host[:port]: different sites never share a folder.
+
+    'Shop.Example.com' -> 'shop.example.com', 'é.com' -> 'xn--9ca.com',
+    'example.com:8443' -> 'example.com+8443', '127.0.0.1' -> '127.0.0.1', '[::1]:80' -> '[--1]+80',
+    None or '' -> 'unsorted'. Raises SampleError for anything that is not a host name[:port]."""
+    if site is None or not site.strip():
+        return UNSORTED
+    refused = SampleError(f"site {site!r} is not a host name (send the page's host, e.g. "
+                          f"shop.example.com or shop.example.com:8443)")
+    name = unicodedata.normalize("NFC", site.strip()).lower()
+    port = None
+    v6 = re.fullmatch(r"\[([0-9a-f:.]+)\](?::(\d{1,5}))?", name)
+    if v6:
+        name, port = v6.group(1), v6.group(2)
+    elif name.count(":") == 1:
+        name, port = name.split(":")
+        if not re.fullmatch(r"\d{1,5}", port):
+            raise refused
+    elif ":" in name:
+        raise refused  # an IPv6 address must be in brackets, as in a URL
+    if port is not None:
+        port = int(port)
+        if not 1 <= port <= 65535:
+            raise refused
+    if v6:
+        try:
+            folder = "[" + ipaddress.IPv6Address(name).compressed.replace(":", "-") + "]"
+        except ValueError:
+            raise refused from None
+    else:
+        name = name[:-1] if name.endswith(".") else name  # 'example.com.' is 'example.com'
+        labels = [_label(lb) for lb in name.split(".")]
+        if not name or None in labels:
+            raise refused
+        folder = ".".join(labels)
+        if folder.rsplit(".", 1)[-1].isdigit():  # ends in a number: it must be an IPv4 address
+            try:
+                folder = str(ipaddress.IPv4Address(folder))
+            except ValueError:
+                raise refused from None
+        if len(folder) > 253:
+            raise refused
+    if folder == UNSORTED and port is None:
+        raise SampleError(f"site {site!r} is reserved: samples without a site go to '{UNSORTED}'")
+    return folder if port is None else f"{folder}+{port}"
+
+
+# ---- pixels -> PNG ----------------------------------------------------------------------
 def png_bytes(rgba: np.ndarray) -> bytes:
     """Re-encode decoded pixels: RGB when fully opaque, else RGBA."""
     im = Image.fromarray(rgba, "RGBA")
@@ -84,27 +156,109 @@ def png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_sample(rgba: np.ndarray, text: str, site: str | None) -> tuple[str, int]:
-    """Store one labelled captcha; returns (file name, number of samples in that folder)."""
-    folder = samples_dir(site_folder_name(site))  # raises ValueError for a hopeless site name
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sample.", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png_bytes(rgba))
-            f.flush()
-            os.fsync(f.fileno())
+# ---- the store ----------------------------------------------------------------------------
+def _is_sample(entry: os.DirEntry) -> bool:
+    return (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+            and entry.is_file(follow_symlinks=False))
+
+
+class SampleStore:
+    """samples/ in the CaptchaLens home, written without following any link below the home."""
+
+    def __init__(self, root_home: Path | None = None):
+        self.home = Path(root_home or home())
+        self._lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        return self.home / "samples"
+
+    def _open_dir(self, parent_fd: int, name: str, shown: str, create: bool = True) -> int:
+        """Open (creating if asked) the folder `name` inside parent_fd; never through a link."""
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise
+            kind = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(kind):
+            raise SampleError(f"{shown} is a symbolic link: the host never follows links inside its "
+                              f"home folder (remove the link; to keep samples elsewhere, set "
+                              f"CAPTCHALENS_HOME)", 409)
+        raise SampleError(f"{shown} is a file, not a folder: move it away so that samples can be "
+                          f"stored there", 409)
+
+    def _site_fd(self, folder: str) -> int:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home_fd = os.open(self.home, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            root_fd = self._open_dir(home_fd, "samples", str(self.root))
+        finally:
+            os.close(home_fd)
+        try:
+            return self._open_dir(root_fd, folder, str(self.root / folder))
+        finally:
+            os.close(root_fd)
+
+    def save(self, rgba: np.ndarray, text: str, site: str | None) -> tuple[str, int]:
+        """Store one labelled captcha; returns (file name, number of samples in that folder)."""
+        folder = site_folder_name(site)
+        data = png_bytes(rgba)
+        dir_fd = self._site_fd(folder)
+        try:
+            tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            fd = os.open(tmp, FILE_FLAGS, 0o600, dir_fd=dir_fd)
+            try:
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    name = self._link(dir_fd, tmp, text, folder)
+                finally:
+                    os.unlink(tmp, dir_fd=dir_fd)
+            except OSError as e:
+                raise SampleError(f"cannot store the sample in {self.root / folder}: "
+                                  f"{e.strerror or e}", 507 if e.errno == errno.ENOSPC else 500) from None
+            count = sum(1 for entry in os.scandir(dir_fd) if _is_sample(entry))
+        finally:
+            os.close(dir_fd)
+        return name, count
+
+    def _link(self, dir_fd: int, tmp: str, text: str, folder: str) -> str:
         for n in range(1, MAX_COPIES + 1):
             name = f"{text}.png" if n == 1 else f"{text}_{n}.png"
-            try:
-                os.link(tmp, folder / name)  # atomic, and fails instead of overwriting
-                break
+            try:  # atomic; fails instead of overwriting (or following) whatever has that name
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                return name
             except FileExistsError:
                 continue
-        else:
-            raise SampleError(f"{folder} already holds {MAX_COPIES} samples labelled {text!r}")
-    finally:
-        os.unlink(tmp)
-    count = sum(1 for p in folder.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
-    return name, count
+        raise SampleError(f"{self.root / folder} already holds {MAX_COPIES} samples labelled {text!r}", 409)
+
+    def sweep(self, older_than: float = STALE_TEMP) -> int:
+        """Remove temp files that writers killed mid-sample left behind; returns how many."""
+        removed = 0
+        if self.root.is_symlink():
+            return 0  # never followed: saving says so
+        try:
+            sites = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        cutoff = time.time() - older_than
+        for site in sites:
+            try:
+                for entry in os.scandir(site.path):
+                    if (entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False)
+                            and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                        os.unlink(entry.path)
+                        removed += 1
+            except OSError as e:
+                log.warning("could not sweep %s: %s", site.path, e)
+        if removed:
+            log.info("removed %d unfinished sample file(s) left by an interrupted host", removed)
+        return removed
