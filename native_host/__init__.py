@@ -15,7 +15,7 @@ from flask import Flask
 
 from .demo import DemoChallenges
 from .models import Registry, fixed_folders
-from .samples import SampleStore
+from .samples import SampleLimits, SampleStore
 from .security import MANIFEST, HostError, Pairing, ensure_token, extension_id_from_manifest
 
 __all__ = ["create_app", "HostError"]
@@ -50,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PAIRING=True,  # POST /pair: the extension gets the token for a code shown on the host's terminal
         BATCHING=True,  # micro-batch concurrent requests (False: one model call per request)
         RELOAD_INTERVAL=1.0,  # seconds between looks at the model folders
+        SAMPLE_LIMITS=None,  # {field of samples.SampleLimits: value}: sizes, quotas, rate of POST /samples
         MAX_CONTENT_LENGTH=MAX_BODY,
         MAX_FORM_MEMORY_SIZE=MAX_BODY,
     )
@@ -68,7 +69,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     folders, source = fixed_folders(app.config["MODEL_DIRS"])
     registry = Registry(folders, fixed_source=source, batching=app.config["BATCHING"],
                         check_interval=app.config["RELOAD_INTERVAL"]).reload()
-    samples = SampleStore()
+    samples = SampleStore(limits=SampleLimits(**(app.config["SAMPLE_LIMITS"] or {})))
     samples.sweep()  # temp files of a host killed while writing a sample
     app.extensions["captchalens"] = HostState(registry, DemoChallenges(), Pairing(), samples,
                                               app.config["TOKEN"])

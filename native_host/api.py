@@ -257,12 +257,18 @@ def solve():
 @bp.post("/samples")
 @needs_token
 def samples():
+    store = state().samples
+    wait = store.rate.take()
+    if wait:
+        lim = store.limits
+        raise ApiError(429, f"too many samples: at most {lim.burst} at once, then {lim.per_second:g} a "
+                            f"second; try again in {math.ceil(wait)} s", retry_after=wait)
     data, fields = read_upload()
     entry = pick_model(text_field(fields, "model"))
     rgba = decode_image(data)
     try:
         text = check_text(fields.get("text"))
-        saved, count = state().samples.save(rgba, text, text_field(fields, "site"))
+        saved, count = store.save(rgba, text, text_field(fields, "site"))
     except SampleError as e:
         raise ApiError(e.status, str(e)) from None
     # A label the current model cannot give is kept too: it is what a site model is trained from.

@@ -14,6 +14,11 @@ Nothing below the CaptchaLens home is followed if it is a symbolic link: each fo
 and file is opened relative to its parent with O_NOFOLLOW.  Files appear whole (a
 temp file, fsync, then a hard link to a name that must not exist yet) and are never
 overwritten; temp files left by a killed host are swept when the host starts.
+
+Whoever holds the token could fill the disk, so: images far larger than a captcha are
+refused, each site folder and samples/ as a whole have quotas (507 when full), POST
+/samples is rate-limited (429), and samples are stored as compact PNGs (greyscale or
+a palette when that loses nothing, zlib at its best).
 """
 from __future__ import annotations
 
@@ -30,12 +35,16 @@ import time
 import unicodedata
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
 from captchalens.contract import ModelMeta
 from captchalens.home import home
 from captchalens.images import IMAGE_SUFFIXES
+
+from .security import TokenBucket
 
 log = logging.getLogger("captchalens.host")
 
@@ -46,6 +55,20 @@ TEMP_PREFIX = ".sample."  # temp files: .sample.<random>.tmp (older hosts: .samp
 STALE_TEMP = 60.0  # seconds after which a temp file is a killed writer's leftover
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+MB = 1000 * 1000
+
+
+@dataclass(frozen=True)
+class SampleLimits:
+    """How much one token holder may store. A captcha sample is a few KB (160x60: 5-15 KB)."""
+
+    max_side: int = 1024  # px; text captchas are 100-400 px wide
+    max_pixels: int = 256 * 1024  # e.g. 1024x256 or 512x512; the 2048x1024 pictures of an attack are refused
+    per_site: int = 5000  # samples in one site's folder
+    per_site_bytes: int = 50 * MB
+    total_bytes: int = 500 * MB  # all of samples/: many sites must not add up to a full disk
+    per_second: float = 2.0  # sustained POST /samples rate (a person corrects one every few seconds)
+    burst: int = 30  # at once, e.g. the extension sending its queue of corrections
 
 
 class SampleError(ValueError):
@@ -146,14 +169,40 @@ def site_folder_name(site: str | None) -> str:
 
 
 # ---- pixels -> PNG ----------------------------------------------------------------------
+def compact_image(rgba: np.ndarray) -> Image.Image:
+    """The smallest lossless PNG mode for these pixels: L or LA for grey, P (a palette, with
+    alpha in it when needed) for at most 256 colours, else RGB or RGBA."""
+    opaque = bool((rgba[..., 3] == 255).all())
+    rgb = rgba[..., :3]
+    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    if grey:
+        return Image.fromarray(np.ascontiguousarray(rgba[..., 0]), "L") if opaque else \
+            Image.fromarray(np.ascontiguousarray(rgba[..., [0, 3]]), "LA")
+    channels = 3 if opaque else 4
+    packed = np.zeros(rgba.shape[:2], np.uint32)
+    for c in range(channels):
+        packed = (packed << 8) | rgba[..., c]
+    colours, index = np.unique(packed.ravel(), return_inverse=True)
+    if len(colours) <= 256:
+        im = Image.fromarray(index.reshape(rgba.shape[:2]).astype(np.uint8), "P")
+        palette = np.stack([(colours >> (8 * (channels - 1 - c))) & 0xFF for c in range(channels)], axis=1)
+        im.putpalette(palette.astype(np.uint8).tobytes(), "RGB" if opaque else "RGBA")
+        return im
+    return Image.fromarray(np.ascontiguousarray(rgb), "RGB") if opaque else Image.fromarray(rgba, "RGBA")
+
+
 def png_bytes(rgba: np.ndarray) -> bytes:
-    """Re-encode decoded pixels: RGB when fully opaque, else RGBA."""
-    im = Image.fromarray(rgba, "RGBA")
-    if int(rgba[..., 3].min()) == 255:
-        im = im.convert("RGB")
+    """Decoded pixels as a compact, lossless PNG."""
     buf = io.BytesIO()
-    im.save(buf, "PNG", optimize=False)
+    compact_image(rgba).save(buf, "PNG", optimize=True)
     return buf.getvalue()
+
+
+def check_size(rgba: np.ndarray, limits: SampleLimits) -> None:
+    h, w = rgba.shape[:2]
+    if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        raise SampleError(f"the image is {w}x{h} pixels, far larger than a captcha: a sample may be at most "
+                          f"{limits.max_side} px a side and {limits.max_pixels} pixels", 413)
 
 
 # ---- the store ----------------------------------------------------------------------------
@@ -162,12 +211,23 @@ def _is_sample(entry: os.DirEntry) -> bool:
             and entry.is_file(follow_symlinks=False))
 
 
-class SampleStore:
-    """samples/ in the CaptchaLens home, written without following any link below the home."""
+@dataclass
+class _Usage:
+    stamp: tuple  # the folder's (inode, mtime): when it changes, the folder is counted again
+    count: int
+    bytes: int
 
-    def __init__(self, root_home: Path | None = None):
+
+class SampleStore:
+    """samples/ in the CaptchaLens home, written without following any link below the home,
+    within SampleLimits."""
+
+    def __init__(self, root_home: Path | None = None, limits: SampleLimits | None = None):
         self.home = Path(root_home or home())
-        self._lock = threading.Lock()
+        self.limits = limits or SampleLimits()
+        self.rate = TokenBucket(self.limits.per_second, self.limits.burst)
+        self._lock = threading.Lock()  # quota check and link, one sample at a time
+        self._usage: dict[str, _Usage] = {}
 
     @property
     def root(self) -> Path:
@@ -193,42 +253,95 @@ class SampleStore:
         raise SampleError(f"{shown} is a file, not a folder: move it away so that samples can be "
                           f"stored there", 409)
 
-    def _site_fd(self, folder: str) -> int:
+    def _root_fd(self) -> int:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         home_fd = os.open(self.home, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
         try:
-            root_fd = self._open_dir(home_fd, "samples", str(self.root))
+            return self._open_dir(home_fd, "samples", str(self.root))
         finally:
             os.close(home_fd)
-        try:
-            return self._open_dir(root_fd, folder, str(self.root / folder))
-        finally:
-            os.close(root_fd)
+
+    def _folder_usage(self, dir_fd: int, name: str) -> _Usage:
+        st = os.fstat(dir_fd)
+        stamp = (st.st_ino, st.st_mtime_ns)
+        usage = self._usage.get(name)
+        if usage is None or usage.stamp != stamp:
+            count = size = 0
+            for entry in os.scandir(dir_fd):
+                if _is_sample(entry):
+                    count += 1
+                    size += entry.stat(follow_symlinks=False).st_size
+            usage = self._usage[name] = _Usage(stamp, count, size)
+        return usage
+
+    def _total_bytes(self, root_fd: int) -> int:
+        total = 0
+        for entry in os.scandir(root_fd):
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    fd = os.open(entry.name, DIR_FLAGS, dir_fd=root_fd)
+                except OSError:
+                    continue  # gone meanwhile, or replaced by a link: not ours to count
+                try:
+                    total += self._folder_usage(fd, entry.name).bytes
+                finally:
+                    os.close(fd)
+        return total
+
+    def _check_quota(self, root_fd: int, dir_fd: int, folder: str, size: int) -> _Usage:
+        lim, usage = self.limits, self._folder_usage(dir_fd, folder)
+        where = self.root / folder
+        make_room = (f"train on them (captchalens train --data {where}), then move them out of "
+                     f"samples/ to make room")
+        if usage.count + 1 > lim.per_site:
+            raise SampleError(f"{where} already holds {usage.count} samples, the most one site may "
+                              f"hold: {make_room}", 507)
+        if usage.bytes + size > lim.per_site_bytes:
+            raise SampleError(f"{where} already holds {usage.bytes / MB:.1f} MB of samples (at most "
+                              f"{lim.per_site_bytes / MB:.0f} MB per site): {make_room}", 507)
+        total = self._total_bytes(root_fd)
+        if total + size > lim.total_bytes:
+            raise SampleError(f"{self.root} already holds {total / MB:.1f} MB of samples (at most "
+                              f"{lim.total_bytes / MB:.0f} MB in all): train on them, then move them "
+                              f"out of samples/ to make room", 507)
+        return usage
 
     def save(self, rgba: np.ndarray, text: str, site: str | None) -> tuple[str, int]:
         """Store one labelled captcha; returns (file name, number of samples in that folder)."""
         folder = site_folder_name(site)
+        check_size(rgba, self.limits)
         data = png_bytes(rgba)
-        dir_fd = self._site_fd(folder)
+        root_fd = self._root_fd()
         try:
-            tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            dir_fd = self._open_dir(root_fd, folder, str(self.root / folder))
+            try:
+                with self._lock:
+                    usage = self._check_quota(root_fd, dir_fd, folder, len(data))
+                    name = self._write(dir_fd, folder, text, data)
+                    st = os.fstat(dir_fd)
+                    usage.stamp = (st.st_ino, st.st_mtime_ns)
+                    usage.count, usage.bytes = usage.count + 1, usage.bytes + len(data)
+                    return name, usage.count
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(root_fd)
+
+    def _write(self, dir_fd: int, folder: str, text: str, data: bytes) -> str:
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+        try:
             fd = os.open(tmp, FILE_FLAGS, 0o600, dir_fd=dir_fd)
             try:
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    name = self._link(dir_fd, tmp, text, folder)
-                finally:
-                    os.unlink(tmp, dir_fd=dir_fd)
-            except OSError as e:
-                raise SampleError(f"cannot store the sample in {self.root / folder}: "
-                                  f"{e.strerror or e}", 507 if e.errno == errno.ENOSPC else 500) from None
-            count = sum(1 for entry in os.scandir(dir_fd) if _is_sample(entry))
-        finally:
-            os.close(dir_fd)
-        return name, count
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                return self._link(dir_fd, tmp, text, folder)
+            finally:
+                os.unlink(tmp, dir_fd=dir_fd)
+        except OSError as e:
+            raise SampleError(f"cannot store the sample in {self.root / folder}: {e.strerror or e}",
+                              507 if e.errno == errno.ENOSPC else 500) from None
 
     def _link(self, dir_fd: int, tmp: str, text: str, folder: str) -> str:
         for n in range(1, MAX_COPIES + 1):

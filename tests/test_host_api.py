@@ -40,7 +40,8 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app(home, model):
     return create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "EXTENSION_ID": extension_id(),
-                       "TOKEN": TOKEN, "RELOAD_INTERVAL": 0})
+                       "TOKEN": TOKEN, "RELOAD_INTERVAL": 0,
+                       "SAMPLE_LIMITS": {"burst": 1000}})  # the rate limit: test_host_samples.py
 
 
 @pytest.fixture()

@@ -1,7 +1,9 @@
 """Where corrections are stored, attacked: sites that must not share a folder, links planted
-inside samples/, a file where a folder should be, a writer killed mid-sample."""
+inside samples/, a file where a folder should be, a writer killed mid-sample; and how much a
+token holder may store: images far larger than a captcha, full folders, floods."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -10,9 +12,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 from support_host import TOKEN_HEADER, b64, captcha, extension_id, loopback_client, untrained_model
 
+from captchalens.images import read_rgba
 from captchalens.native_host import create_app
 
 TOKEN = "test-token-" + "s" * 32
@@ -174,3 +179,105 @@ def test_temp_files_of_a_killed_writer_are_swept_when_the_host_starts(home, mode
 
     create_app({"MODEL_DIRS": [str(model)], "TOKEN": TOKEN, "EXTENSION_ID": extension_id()})
     assert os.listdir(site) == [fresh.name]  # the stale one is gone; a fresh one may be in use
+
+
+# ---- limits: size, quotas, rate, compact files -----------------------------------------------
+def limited_app(home, model, **limits):
+    return create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "EXTENSION_ID": extension_id(), "TOKEN": TOKEN,
+                       "SAMPLE_LIMITS": limits})
+
+
+def encoded(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_an_image_far_larger_than_a_captcha_is_refused_as_a_sample(client, home):
+    """A 0.99 MB 2048x1024 JPEG used to be stored as a 6.3 MB PNG."""
+    noise = np.random.default_rng(0).integers(0, 255, (1024, 2048, 3), np.uint8)
+    jpeg = encoded(Image.fromarray(noise), "JPEG", quality=60)
+    assert 0.5e6 < len(jpeg) < 2e6
+    r = client.post("/samples", data={"image": (io.BytesIO(jpeg), "big.jpg"), "text": "ab12", "site": "big.example"},
+                    headers={TOKEN_HEADER: TOKEN})
+    assert r.status_code == 413 and "2048x1024 pixels, far larger than a captcha" in r.json["error"], r.json
+    assert not (home / "samples" / "big.example").exists()
+    assert client.post("/solve", data=jpeg, content_type="image/jpeg").status_code == 200  # solving is not limited
+
+
+def _kinds():
+    from captchalens.training.generate import GenSpec, draw
+
+    colour, _ = draw(GenSpec(), seed=3, index=0)  # a generated captcha: noise, many colours
+    grey = colour.convert("L")
+    ink = (np.asarray(grey) > 128)[..., None]
+    two = Image.fromarray(np.where(ink, [200, 30, 30], [20, 40, 220]).astype(np.uint8), "RGB")  # red on blue
+    clear = colour.convert("RGBA")
+    clear.putalpha(Image.fromarray(np.where(np.asarray(grey) > 128, 0, 255).astype(np.uint8)))
+    grey_clear = grey.convert("LA")
+    grey_clear.putalpha(clear.getchannel("A"))
+    palette_clear = two.convert("RGBA")
+    palette_clear.putalpha(clear.getchannel("A"))
+    return [("colour", colour.convert("RGB"), "RGB"), ("grey", grey, "L"), ("two-colour", two, "P"),
+            ("transparent", clear, "RGBA"), ("grey-transparent", grey_clear, "LA"),
+            ("palette-transparent", palette_clear, "P")]
+
+
+@pytest.mark.parametrize("name, im, mode", _kinds(), ids=[k[0] for k in _kinds()])
+def test_samples_are_stored_as_compact_lossless_pngs(client, home, name, im, mode):
+    upload = encoded(im)
+    r = client.post("/samples", data={"image": (io.BytesIO(upload), "c.png"), "text": "ab12", "site": "kinds.example"},
+                    headers={TOKEN_HEADER: TOKEN})
+    assert r.status_code == 201, r.json
+    saved = (home / "samples" / "kinds.example" / "ab12.png").read_bytes()
+    with Image.open(io.BytesIO(saved)) as stored_im:
+        assert stored_im.format == "PNG" and stored_im.mode == mode
+    assert np.array_equal(read_rgba(saved), read_rgba(upload))  # not a pixel lost
+    as_before = encoded(Image.fromarray(read_rgba(upload)).convert("RGB" if mode in ("RGB", "L", "P") and
+                                                                   "transparent" not in name else "RGBA"))
+    assert len(saved) < len(as_before), (len(saved), len(as_before))
+
+
+def test_a_full_site_folder_gets_507_and_room_made_is_used_again(home, model):
+    c = loopback_client(limited_app(home, model, per_site=3))
+    for i in range(3):
+        assert post(c, "full.example", text=f"ab{i}").status_code == 201
+    r = post(c, "full.example", text="ab3")
+    assert r.status_code == 507 and r.is_json, r.json
+    assert "already holds 3 samples, the most one site may hold" in r.json["error"]
+    assert "captchalens train --data" in r.json["error"] and "make room" in r.json["error"]
+    assert sorted(os.listdir(home / "samples" / "full.example")) == ["ab0.png", "ab1.png", "ab2.png"]
+    assert post(c, "other.example").status_code == 201  # another site is not affected
+    (home / "samples" / "full.example" / "ab0.png").unlink()  # the user trained and moved one away
+    r = post(c, "full.example", text="ab3")
+    assert r.status_code == 201 and r.json["count"] == 3
+
+
+def test_site_and_total_byte_quotas_get_507(home, model):
+    one = len((lambda c: (post(c, "size.example"), (home / "samples" / "size.example" / "ab12.png").read_bytes())[1])(
+        loopback_client(limited_app(home, model))))
+    c = loopback_client(limited_app(home, model, per_site_bytes=int(2.5 * one), total_bytes=int(4.5 * one)))
+    assert post(c, "size.example", text="cd34").status_code == 201  # 2 samples of this size
+    r = post(c, "size.example", text="ef56")
+    assert r.status_code == 507 and "MB of samples (at most" in r.json["error"] and "per site" in r.json["error"]
+    assert post(c, "more.example").status_code == 201
+    assert post(c, "more.example", text="cd34").status_code == 201  # 4 in all
+    r = post(c, "third.example")
+    assert r.status_code == 507 and "in all" in r.json["error"], r.json
+    assert not (home / "samples" / "third.example" / "ab12.png").exists()
+
+
+def test_posting_samples_is_rate_limited_with_429(home, model):
+    from captchalens.native_host.security import TokenBucket
+
+    app = limited_app(home, model)
+    clock = [100.0]
+    app.extensions["captchalens"].samples.rate = TokenBucket(0.5, 3, clock=lambda: clock[0])
+    c = loopback_client(app)
+    for i in range(3):
+        assert post(c, "rate.example", text=f"ab{i}").status_code == 201
+    r = post(c, "rate.example", text="ab3")
+    assert r.status_code == 429 and "too many samples" in r.json["error"] and r.headers["Retry-After"] == "2"
+    assert not (home / "samples" / "rate.example" / "ab3.png").exists()
+    clock[0] += 2
+    assert post(c, "rate.example", text="ab3").status_code == 201
