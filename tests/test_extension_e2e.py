@@ -583,7 +583,7 @@ def test_local_host_pairs_solves_and_keeps_corrections(setup, browser, sw, page,
     with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
         pair_in_options(browser, sw, url)
         token = (host_home / "token").read_text().strip()
-        assert sb.get_storage(sw, "hostToken")["hostToken"] == token
+        assert sb.get_storage(sw, "hostTokens")["hostTokens"] == {url: token}  # bound to that address
         sb.set_storage(sw, {"engine": "host"})
         open_page(browser, page, server)
         result = sb.solve_from_menu(sw, page, server.url("/c.png"))
@@ -606,9 +606,9 @@ def test_local_host_pairs_solves_and_keeps_corrections(setup, browser, sw, page,
 def test_correction_waits_while_the_host_is_down(setup, browser, sw, page, host_home):
     png, label, rgba = sb.captcha(seed=23)
     port = sb.free_port()
-    url = f"http://127.0.0.1:{port}"
-    sb.set_storage(sw, {"hostUrl": url, "hostToken": "not-yet-valid"})
-    with sb.serving(captcha_page(png)) as server:
+    with sb.local_host(setup.keras_dir, setup.ext_dir, port=port) as url:
+        pair_in_options(browser, sw, url)
+    with sb.serving(captcha_page(png)) as server:  # the host has stopped
         open_page(browser, page, server)
         assert sb.solve_from_menu(sw, page, server.url("/c.png"))["ok"]
         overlay(page, "correct-input").fill("zz99")
@@ -621,9 +621,14 @@ def test_correction_waits_while_the_host_is_down(setup, browser, sw, page, host_
     assert sw.evaluate("chrome.alarms.get('captchalens-retry-samples')")["periodInMinutes"] == 1
 
     with sb.local_host(setup.keras_dir, setup.ext_dir, port=port):
-        sb.set_storage(sw, {"hostToken": (host_home / "token").read_text().strip()})
-        sent = sw.evaluate("self.flushSampleQueue()")  # what the retry alarm runs
-    assert sent == {"sent": 1, "dropped": 0, "left": 0, "error": ""}
+        options = options_page(browser)
+        try:
+            expect(options.locator("#queued")).to_have_text("1 correction(s) wait for the local host.")
+            options.click("#flush")  # "Send now" (the retry alarm runs the same flush every minute)
+            expect(options.locator("#hostStatus")).to_have_text("Sent 1 correction(s).")
+            expect(options.locator("#flush")).to_be_hidden()
+        finally:
+            options.close()
     assert (host_home / "samples" / "127.0.0.1" / "zz99.png").is_file()
     assert sb.get_storage(sw, "sampleQueue")["sampleQueue"] == []
     assert sw.evaluate("chrome.alarms.get('captchalens-retry-samples')") is None

@@ -6,6 +6,8 @@ page, the context menu's handler. Storage is never written to set up a case.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,16 +15,20 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 import support_browser as sb
-from test_extension_e2e import (Browser, host_home, open_page, options_page, page, pair_in_options,  # noqa: F401
+from test_extension_e2e import (Browser, host_home, open_page, options_page, overlay, page, pair_in_options,  # noqa: F401
                                 set_host_address, setup, sw)
 
 CORRECTIONS_PER_SITE = 10  # background/solves.js
 
 
+REMOTE = "evil.test"  # a name that is not this computer's (Chromium resolves it to a test server here)
+
+
 @pytest.fixture(scope="module")
 def browser(setup, tmp_path_factory):  # noqa: F811 (this module's own Chromium)
     with sync_playwright() as p:
-        ctx = sb.launch(p, tmp_path_factory.mktemp("chromium") / "profile", setup.ext_dir)
+        ctx = sb.launch(p, tmp_path_factory.mktemp("chromium") / "profile", setup.ext_dir,
+                        extra_args=[f"--host-resolver-rules=MAP {REMOTE} 127.0.0.1"])
         sb.service_worker(ctx, setup.ext_id)
         yield Browser(ctx, setup.ext_id, p)
         ctx.close()
@@ -219,5 +225,116 @@ def test_pairing_errors_are_clear(setup, browser, sw, host_home):
             options.click("#pairConfirm")
             expect(status).to_have_text('Not paired: Click "Pair with local host" first (the address changed, '
                                         'or no code was asked for).')
+    finally:
+        options.close()
+
+
+# ---- (6) a host address on another computer --------------------------------------------------------------
+def remote_host(ext_id: str) -> sb.Server:
+    """A CaptchaLens look-alike on another computer: answers like a host, pairs with any code,
+    and records every request (to see what it was sent)."""
+    cors = {"Access-Control-Allow-Origin": f"chrome-extension://{ext_id}",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, X-CaptchaLens-Token",
+            "Access-Control-Allow-Private-Network": "true"}
+
+    def answer(status, body):
+        return lambda req: ((204, cors, b"") if req.method == "OPTIONS" else
+                            (status(req) if callable(status) else status,
+                             {"Content-Type": "application/json", **cors}, json.dumps(body(req)).encode()))
+
+    pair_status = lambda req: 200 if b"code" in req.body else 202  # noqa: E731
+    pair_body = lambda req: {"token": "remote-token-0123456789"} if b"code" in req.body else {"pending": True, "expires_in": 300}  # noqa: E731,E501
+    routes = {
+        "/health": answer(200, lambda req: {"ok": True, "version": "0.1.0", "api": 1, "models": ["default"],
+                                            "default": "default"}),
+        "/models": answer(200, lambda req: {"default": "default", "models": [{"name": "default"}]}),
+        "/pair": answer(pair_status, pair_body),
+        "/solve": answer(200, lambda req: {"text": "remote", "confidence": 0.99, "model": "default", "ms": 1}),
+        "/samples": answer(201, lambda req: {"saved": "x.png", "count": 1}),
+    }
+    server = sb.Server(routes).start()
+    server.remote_url = f"http://{REMOTE}:{server.port}"
+    return server
+
+
+def test_a_remote_host_address_gets_neither_pixels_nor_the_token(setup, browser, sw, page, host_home):
+    png, label, rgba = sb.captcha(seed=42)
+    remote = remote_host(browser.ext_id)
+    try:
+        with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
+            pair_in_options(browser, sw, url)
+            options = options_page(browser)
+            status = options.locator("#hostStatus")
+            # the attack: point the extension at another computer
+            options.select_option("#engine", "host")
+            sb.wait_storage(sw, {"engine": "host"})
+            set_host_address(options, remote.remote_url)
+            expect(options.locator("#settingsError")).to_have_text(
+                f"{remote.remote_url} is not on this computer: the captchas you solve (and your corrections) "
+                f"would go over the network to it. The local host address must be 127.0.0.1, localhost or "
+                f"[::1], unless you tick \"Allow an address that is not on this computer\" first.")
+            options.reload()
+            expect(options.locator("body")).to_have_attribute("data-ready", "true")
+            expect(options.locator("#hostUrl")).to_have_value(url)
+            options.click("#testHost")
+            expect(status).to_contain_text(f"is running at {url}")
+            open_page(browser, page, server)
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+            assert result["ok"] and result["source"] == "host" and result["text"] != "remote", result
+            assert remote.requests == [], "the other computer was contacted"
+
+            # the user insists: the box, then the address; Test connection says what it is
+            options.check("#allowRemoteHost")
+            sb.wait_storage(sw, {"allowRemoteHost": True})
+            set_host_address(options, remote.remote_url, sw)
+            options.click("#testHost")
+            expect(status).to_have_text(
+                f"A CaptchaLens host 0.1.0 answers at {remote.remote_url}, which is NOT on this computer: the "
+                f"captchas you solve and your corrections go over the network to it, unencrypted (http). "
+                f"Keep this address only if that computer is yours.")
+            expect(options.locator("#token")).to_have_attribute("placeholder", "not paired")
+            # a solve goes there now (the user said so), and a correction: never with the local token
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+            assert result["ok"] and result["text"] == "remote", result
+            overlay(page, "correct-input", result["solveId"]).fill("zz42")
+            overlay(page, "correct-send", result["solveId"]).click()
+            expect(overlay(page, "correct-status", result["solveId"])).to_contain_text(
+                f"not paired with the local host at {remote.remote_url}")
+            # its own pairing gives a token for it alone
+            options.click("#pair")
+            expect(status).to_contain_text(f"The local host at {remote.remote_url} printed a 6-digit code")
+            options.fill("#pairCode", "000000")
+            options.click("#pairConfirm")
+            expect(status).to_have_text(f"Paired with the local host at {remote.remote_url}.")
+            assert not any("x-captchalens-token" in r.headers for r in remote.requests), \
+                "the local host's token went to another computer"
+            assert remote.hits("/samples", "POST") == 0
+
+            # back to this computer: unticking the box brings the address back, the local token still works
+            options.uncheck("#allowRemoteHost")
+            expect(options.locator("#hostUrl")).to_have_value("http://127.0.0.1:8765")
+            set_host_address(options, url, sw)
+            expect(options.locator("#token")).to_have_attribute("placeholder", "paired (token stored)")
+            options.click("#flush")  # the correction kept while unpaired goes to this computer's host
+            expect(status).to_have_text("Sent 1 correction(s).")
+            options.close()
+        assert samples_of(host_home) == ["zz42.png"]
+        assert not any(r.headers.get("x-captchalens-token") == (host_home / "token").read_text().strip()
+                       for r in remote.requests)
+    finally:
+        remote.stop()
+
+
+def test_host_addresses_on_this_computer_are_accepted(browser, sw):
+    options = options_page(browser)
+    try:
+        for url in ["http://localhost:8765", "http://[::1]:8765", "http://127.0.0.2:8765", "http://127.0.0.1:9"]:
+            set_host_address(options, url, sw)
+            expect(options.locator("#settingsError")).to_have_text("")
+        for url in ["http://127.0.0.1.evil.test:8765", "http://10.0.0.2:8765", "https://example.com"]:
+            set_host_address(options, url)
+            expect(options.locator("#settingsError")).to_contain_text("is not on this computer")
+        assert sb.get_storage(sw, "hostUrl")["hostUrl"] == "http://127.0.0.1:9"
     finally:
         options.close()

@@ -3,8 +3,9 @@
  * Only the background talks to the host; every request has a timeout, and a
  * host that is not running gives one clear message.
  */
-/* global loadSettings, STATE_KEYS, HOST_DOWN_HINT */
-/* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPairStart, hostPairConfirm, HOST_TIMEOUT_MS */
+/* global loadSettings, isLoopbackUrl, STATE_KEYS, HOST_DOWN_HINT */
+/* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPairStart, hostPairConfirm, hostPaired,
+            hostSetToken, HOST_TIMEOUT_MS */
 
 /** How long a request to the local host may take before it counts as not running. */
 const HOST_TIMEOUT_MS = 3000;
@@ -28,13 +29,54 @@ class HostError extends Error {
   }
 }
 
+/** What a token looks like (`captchalens token`). */
+const TOKEN_RE = /^[A-Za-z0-9_-]{16,256}$/;
+
 /**
- * The stored pairing token, or ''.
+ * The token paired with (or pasted for) this host address, or ''. A token is bound to the
+ * address it came from and is never sent anywhere else.
+ * @param {string} hostUrl
  * @returns {Promise<string>}
  */
-async function readToken() {
-  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
-  return stored[STATE_KEYS.TOKEN] || '';
+async function readToken(hostUrl) {
+  const tokens = (await chrome.storage.local.get(STATE_KEYS.TOKENS))[STATE_KEYS.TOKENS] || {};
+  return Object.prototype.hasOwnProperty.call(tokens, hostUrl) && typeof tokens[hostUrl] === 'string'
+    ? tokens[hostUrl] : '';
+}
+
+/**
+ * Keep a token for one host address (and for that address only).
+ * @param {string} hostUrl
+ * @param {string} token
+ * @returns {Promise<void>}
+ */
+async function storeToken(hostUrl, token) {
+  const tokens = (await chrome.storage.local.get(STATE_KEYS.TOKENS))[STATE_KEYS.TOKENS] || {};
+  await chrome.storage.local.set({ [STATE_KEYS.TOKENS]: { ...tokens, [hostUrl]: token } });
+}
+
+/**
+ * Is the current host address paired (a token kept for it)?
+ * @returns {Promise<boolean>}
+ */
+async function hostPaired() {
+  const { hostUrl } = await loadSettings();
+  return Boolean(await readToken(hostUrl));
+}
+
+/**
+ * Keep a token pasted from `captchalens token` (hosts started with --no-pairing), for the current address.
+ * @param {*} token
+ * @returns {Promise<{saved: boolean, hostUrl: string}>}
+ */
+async function hostSetToken(token) {
+  const value = typeof token === 'string' ? token.trim() : '';
+  if (!TOKEN_RE.test(value)) {
+    throw new HostError('A token is the line `captchalens token` prints (letters, digits, - and _).');
+  }
+  const { hostUrl } = await loadSettings();
+  await storeToken(hostUrl, value);
+  return { saved: true, hostUrl };
 }
 
 /**
@@ -53,10 +95,10 @@ async function hostRequest(path, opts = {}) {
     headers['Content-Type'] = opts.type;
   }
   if (opts.token) {
-    const token = await readToken();
+    const token = await readToken(hostUrl);
     if (!token) {
-      throw new HostError('CaptchaLens is not paired with the local host: open the CaptchaLens options ' +
-        'and click "Pair with local host"', { unpaired: true });
+      throw new HostError(`CaptchaLens is not paired with the local host at ${hostUrl}: open the CaptchaLens ` +
+        'options and click "Pair with local host"', { unpaired: true });
     }
     headers[TOKEN_HEADER] = token;
   }
@@ -110,16 +152,18 @@ function unreachable(hostUrl, timedOut, timeoutMs) {
 }
 
 /**
- * GET /health, checking the API version.
- * @returns {Promise<{ok: boolean, version: string, api: number, models: string[]}>}
+ * GET /health, checking the API version; says whether the address is on this computer.
+ * @returns {Promise<{ok: boolean, version: string, api: number, models: string[], hostUrl: string,
+ *   loopback: boolean}>}
  */
 async function hostHealth() {
+  const { hostUrl } = await loadSettings();
   const health = await hostRequest('/health');
   if (health.api !== HOST_API) {
     throw new HostError(`The local host speaks API ${health.api}; this extension speaks ${HOST_API}: ` +
       'update the older one');
   }
-  return health;
+  return { ...health, hostUrl, loopback: isLoopbackUrl(hostUrl) };
 }
 
 /**
@@ -195,7 +239,7 @@ async function hostPairConfirm(typed) {
   if (!answer.token || typeof answer.token !== 'string') {
     throw new HostError('The local host answered the pairing code without a token');
   }
-  await chrome.storage.local.set({ [STATE_KEYS.TOKEN]: answer.token });
+  await storeToken(hostUrl, answer.token);
   await chrome.storage.session.remove(PAIRING_KEY);
   return { paired: true, hostUrl };
 }

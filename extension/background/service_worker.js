@@ -8,7 +8,8 @@
  */
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
           takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels,
-          hostPairStart, hostPairConfirm, syncAutoSolveScripts, readModelIndex, loadSettings, STATE_KEYS, tfAvailable */
+          hostPairStart, hostPairConfirm, hostPaired, hostSetToken, syncAutoSolveScripts, readModelIndex, loadSettings,
+          tfAvailable */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
 try {
@@ -88,7 +89,6 @@ async function status() {
   } catch (e) {
     modelsError = e.message;
   }
-  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
   return {
     ok: true,
     settings,
@@ -96,7 +96,7 @@ async function status() {
     backend: tfAvailable() ? (tf.getBackend() || '') : '',
     models,
     modelsError,
-    paired: Boolean(stored[STATE_KEYS.TOKEN]),
+    paired: await hostPaired(),
     queued: await queuedSampleCount(),
   };
 }
@@ -152,6 +152,11 @@ async function processMessage(msg, sender) {
         return refuse;
       }
       return { ok: true, ...(await hostPairConfirm(msg.code)) };
+    case MESSAGE.SET_TOKEN:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return { ok: true, ...(await hostSetToken(msg.token)) };
     case MESSAGE.HOST_STATUS: {
       if (from !== 'options') {
         return refuse;
@@ -184,6 +189,8 @@ async function processMessage(msg, sender) {
 // ---- listeners (top level: registered on every start of the worker) ----------
 chrome.runtime.onInstalled.addListener(() => {
   createMenus();
+  // Older versions kept one token for whatever address was set: where it came from is not known.
+  chrome.storage.local.remove('hostToken').catch(() => {});
   syncAutoSolveScripts().catch((e) => console.warn(`CaptchaLens: auto-solve not registered: ${e.message}`));
 });
 

@@ -48,9 +48,10 @@ function fieldValue(el) {
 /**
  * Put stored options into the form.
  * @param {Object} settings
+ * @param {string[]} [keys]  only these fields (default: all)
  */
-function fillForm(settings) {
-  for (const key of Object.keys(SETTINGS_DEFAULTS)) {
+function fillForm(settings, keys = Object.keys(SETTINGS_DEFAULTS)) {
+  for (const key of keys) {
     const el = document.getElementById(key);
     if (!el) {
       continue;
@@ -70,7 +71,8 @@ function fillForm(settings) {
 async function onFieldChange(event) {
   const el = event.target;
   try {
-    await saveSettings({ [el.name]: fieldValue(el) });
+    const saved = await saveSettings({ [el.name]: fieldValue(el) });
+    fillForm({ ...(await loadSettings()), ...saved }, Object.keys(saved).filter((key) => key !== el.name));
   } catch (e) {
     say('settingsError', e.message, false);
     el.setAttribute('aria-invalid', 'true');
@@ -79,6 +81,9 @@ async function onFieldChange(event) {
   el.removeAttribute('aria-invalid');
   say('settingsError', '', true);
   await ask({ type: MESSAGE.OPTIONS_CHANGED });
+  if (el.name === 'hostUrl' || el.name === 'allowRemoteHost') {
+    await showToken(); // tokens belong to an address
+  }
   const note = document.getElementById('saved');
   note.textContent = 'Saved';
   clearTimeout(savedTimer);
@@ -119,7 +124,14 @@ async function testHost() {
     return;
   }
   const h = answer.health;
-  say('hostStatus', `Local host ${h.version} is running with model(s): ${h.models.join(', ')}.`, true);
+  if (h.loopback) {
+    say('hostStatus', `Local host ${h.version} is running at ${h.hostUrl} with model(s): ${h.models.join(', ')}.`, true);
+  } else {
+    const plain = h.hostUrl.startsWith('http:') ? ', unencrypted (http)' : '';
+    say('hostStatus', `A CaptchaLens host ${h.version} answers at ${h.hostUrl}, which is NOT on this computer: ` +
+      `the captchas you solve and your corrections go over the network to it${plain}. Keep this address only ` +
+      'if that computer is yours.', false);
+  }
   if (answer.models && Array.isArray(answer.models.models)) {
     const status = await ask({ type: MESSAGE.STATUS });
     fillModels(status.models, answer.models.models.map((m) => m.name));
@@ -163,25 +175,24 @@ async function confirmPair(event) {
   }
 }
 
-/** Show whether a token is stored (never the token itself). */
+/** Show whether the current address is paired (never the token itself). */
 async function showToken() {
-  const stored = await chrome.storage.local.get(STATE_KEYS.TOKEN);
+  const status = await ask({ type: MESSAGE.STATUS });
   const field = document.getElementById('token');
-  field.value = '';
-  field.placeholder = stored[STATE_KEYS.TOKEN] ? 'paired (token stored)' : 'not paired';
+  field.placeholder = status.ok && status.paired ? 'paired (token stored)' : 'not paired';
 }
 
-/** Store a token pasted from `captchalens token` (for hosts started with --no-pairing). */
+/** Keep a token pasted from `captchalens token` (hosts started with --no-pairing), for the current address. */
 async function saveToken() {
   const field = document.getElementById('token');
-  const token = field.value.trim();
-  if (!/^[A-Za-z0-9_-]{16,256}$/.test(token)) {
-    say('hostStatus', 'A token is the line `captchalens token` prints (letters, digits, - and _).', false);
-    return;
+  const answer = await ask({ type: MESSAGE.SET_TOKEN, token: field.value });
+  if (answer.ok) {
+    field.value = '';
+    say('hostStatus', 'Token saved.', true);
+    await showToken();
+  } else {
+    say('hostStatus', answer.error, false);
   }
-  await chrome.storage.local.set({ [STATE_KEYS.TOKEN]: token });
-  say('hostStatus', 'Token saved.', true);
-  await showToken();
 }
 
 /** Show how many corrections wait for the host. */
@@ -226,6 +237,11 @@ async function init() {
   document.getElementById('token').addEventListener('change', saveToken);
   document.getElementById('changeShortcut').addEventListener('click', () => {
     chrome.tabs.create({ url: 'chrome://extensions/shortcuts' });
+  });
+  chrome.storage.onChanged.addListener((changes, area) => {
+    if (area === 'local' && STATE_KEYS.SAMPLE_QUEUE in changes) {
+      showQueue(); // a correction was queued or sent while this page is open
+    }
   });
   const status = await showQueue();
   fillModels(status.ok ? status.models : null);

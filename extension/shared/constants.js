@@ -14,6 +14,7 @@ var MESSAGE = Object.freeze({
   OPTIONS_CHANGED: 'optionsChanged', // options page: settings were saved
   PAIR: 'pair', // options page: ask the local host for a pairing code (POST /pair {})
   PAIR_CODE: 'pairCode', // options page: the code the user typed -> the host's token (POST /pair {code})
+  SET_TOKEN: 'setToken', // options page: a token pasted from `captchalens token`, for the current address
   HOST_STATUS: 'hostStatus', // options page / popup: is the local host running (GET /health)?
   STATUS: 'status', // popup / options: engine, models, queued corrections
   FLUSH_SAMPLES: 'flushSamples', // options page: send queued corrections now

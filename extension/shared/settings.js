@@ -5,12 +5,14 @@
  * popup (<script>). Nothing here survives in memory: every reader calls
  * loadSettings(), so a restarted service worker sees the same values.
  */
-/* exported SETTINGS_DEFAULTS, ENGINES, STATE_KEYS, loadSettings, checkSettings, saveSettings, sitePattern */
+/* exported SETTINGS_DEFAULTS, ENGINES, STATE_KEYS, loadSettings, checkSettings, saveSettings, sitePattern,
+             isLoopbackUrl */
 
 /** Every option and its default value (the storage key is the option's name). */
 var SETTINGS_DEFAULTS = Object.freeze({
   engine: 'auto', // 'browser' (TF.js here), 'host' (local host), 'auto' (browser, host when unsure or failing)
-  hostUrl: 'http://127.0.0.1:8765', // local host base URL
+  hostUrl: 'http://127.0.0.1:8765', // local host base URL: on this computer unless allowRemoteHost
+  allowRemoteHost: false, // the user insists on a host address that is not on this computer
   autoFill: true, // type the answer into the captcha's input
   // Below this confidence: auto asks the host; auto-solve does not fill. Measured on 12,000 fresh
   // captchas with the default model (bench/confidence.py): at 0.35, 1.6% of right answers fall
@@ -26,7 +28,7 @@ var ENGINES = Object.freeze(['browser', 'host', 'auto']);
 
 /** Storage keys that are state, not options. */
 var STATE_KEYS = Object.freeze({
-  TOKEN: 'hostToken', // token from POST /pair
+  TOKENS: 'hostTokens', // {host address: its token}: a token is sent only to the address it came from
   SITES: 'sites', // {hostname: {image, input, model, autoSolve, solved, updated}}
   SAMPLE_QUEUE: 'sampleQueue', // corrections waiting for the local host
 });
@@ -87,6 +89,32 @@ function checkHostUrl(value) {
 }
 
 /**
+ * Is this address on this computer (127.0.0.0/8, localhost, [::1])?
+ * @param {string} url  a base URL, as checkHostUrl returns it
+ * @returns {boolean}
+ */
+function isLoopbackUrl(url) {
+  let host;
+  try {
+    host = new URL(url).hostname; // the URL parser writes 127.1 and 0x7f.0.0.1 as 127.0.0.1
+  } catch (e) {
+    return false;
+  }
+  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * Why a host address is refused while "allow an address not on this computer" is off.
+ * @param {string} url
+ * @returns {string}
+ */
+function remoteRefusal(url) {
+  return `${url} is not on this computer: the captchas you solve (and your corrections) would go over the ` +
+    'network to it. The local host address must be 127.0.0.1, localhost or [::1], unless you tick ' +
+    '"Allow an address that is not on this computer" first.';
+}
+
+/**
  * All options, defaults filled in.
  * @returns {Promise<Object>}
  */
@@ -100,16 +128,28 @@ async function loadSettings() {
       // A damaged value falls back to its default instead of breaking every solve.
     }
   }
+  if (!out.allowRemoteHost && !isLoopbackUrl(out.hostUrl)) {
+    out.hostUrl = SETTINGS_DEFAULTS.hostUrl; // never another computer without the user's say-so
+  }
   return out;
 }
 
 /**
- * Check and store some options.
+ * Check and store some options. A host address not on this computer is refused unless
+ * allowRemoteHost is on; switching allowRemoteHost off brings such an address back to the default.
  * @param {Object} values
  * @returns {Promise<Object>} the stored (cleaned) values
  */
 async function saveSettings(values) {
   const clean = checkSettings(values);
+  const stored = await chrome.storage.local.get(['hostUrl', 'allowRemoteHost']);
+  const merged = { ...SETTINGS_DEFAULTS, ...stored, ...clean };
+  if (!merged.allowRemoteHost && !isLoopbackUrl(merged.hostUrl)) {
+    if ('hostUrl' in clean) {
+      throw new Error(remoteRefusal(merged.hostUrl));
+    }
+    clean.hostUrl = SETTINGS_DEFAULTS.hostUrl;
+  }
   await chrome.storage.local.set(clean);
   return clean;
 }
