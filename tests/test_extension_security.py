@@ -338,3 +338,39 @@ def test_host_addresses_on_this_computer_are_accepted(browser, sw):
         assert sb.get_storage(sw, "hostUrl")["hostUrl"] == "http://127.0.0.1:9"
     finally:
         options.close()
+
+
+# ---- (8) the token is out of the content scripts' reach --------------------------------------------------
+READ_STORAGE_AS_CONTENT_SCRIPT = """async (tabId) => (await chrome.scripting.executeScript({target: {tabId}, func: async () => {
+    const out = {};
+    for (const area of ['local', 'sync', 'session']) {
+        try {
+            out[area] = JSON.stringify(await chrome.storage[area].get(null));
+        } catch (e) {
+            out[area] = 'error: ' + e.message;
+        }
+    }
+    try {
+        await chrome.storage.local.set({hostUrl: 'http://evil.test:1', allowRemoteHost: true});
+        out.write = 'written';
+    } catch (e) {
+        out.write = 'error: ' + e.message;
+    }
+    return out;
+}}))[0].result"""
+
+
+def test_content_scripts_cannot_read_the_token(setup, browser, sw, page, host_home):
+    """The extension's content scripts run in web pages' processes: from their context (the world
+    CaptchaLens injects its own scripts into) storage can be neither read nor written."""
+    png, _, _ = sb.captcha(seed=43)
+    with sb.local_host(setup.keras_dir, setup.ext_dir) as url, sb.serving(captcha_page(png)) as server:
+        pair_in_options(browser, sw, url)
+        token = (host_home / "token").read_text().strip()
+        open_page(browser, page, server)
+        assert sb.solve_from_menu(sw, page, server.url("/c.png"))["ok"]  # the content scripts have run here
+        found = sw.evaluate(READ_STORAGE_AS_CONTENT_SCRIPT, sb.tab_of(sw, page)["id"])
+    refused = "error: Access to storage is not allowed from this context."
+    assert found == {"local": refused, "sync": refused, "session": refused, "write": refused}
+    assert token not in str(found)
+    assert sb.get_storage(sw, ["hostUrl", "allowRemoteHost"]) == {"hostUrl": url}

@@ -32,6 +32,16 @@ importScripts(
   '/background/solve.js',
 );
 
+/**
+ * Storage is for this worker and the extension's own pages only: content scripts run inside web
+ * pages (a compromised page process could use their access), so they must not read the host
+ * tokens, the queued corrections or the site memory, nor write options. Set on every start (the
+ * level persists; chrome.storage.local.setAccessLevel needs Chrome 140). Writes of secrets wait for it.
+ */
+const storageLocked = Promise.all(['local', 'sync', 'session'].map(
+  (area) => chrome.storage[area].setAccessLevel({ accessLevel: 'TRUSTED_CONTEXTS' }),
+)).catch((e) => console.error(`CaptchaLens: storage could not be closed to content scripts: ${e.message}`));
+
 /** This extension's own origin (messages from its pages carry it). */
 const EXTENSION_ORIGIN = new URL(chrome.runtime.getURL('')).origin;
 /** The keyboard command (manifest "commands"). */
@@ -151,11 +161,13 @@ async function processMessage(msg, sender) {
       if (from !== 'options') {
         return refuse;
       }
+      await storageLocked;
       return { ok: true, ...(await hostPairConfirm(msg.code)) };
     case MESSAGE.SET_TOKEN:
       if (from !== 'options') {
         return refuse;
       }
+      await storageLocked;
       return { ok: true, ...(await hostSetToken(msg.token)) };
     case MESSAGE.HOST_STATUS: {
       if (from !== 'options') {
