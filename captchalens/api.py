@@ -3,6 +3,11 @@
     from captchalens import dec_batch
     dec_batch("captcha.png")      # -> "x7kq"
     dec_batch("folder/")          # -> ["x7kq", "ab12", ...] (files sorted by name)
+
+A folder is read a chunk of files at a time. If any of its files cannot be
+read (not an image, a FIFO, ...), dec_batch raises ImageError (a BatchError)
+naming every such file, after solving the others: the exception's `answers`
+holds an Answer per file, None for the bad ones.
 """
 from __future__ import annotations
 

@@ -220,6 +220,17 @@ def to_rgba(pixels: np.ndarray, name: str = "array") -> np.ndarray:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in folder, sorted by name (for stable order)."""
+    """Entries named like images directly in folder (sub-folders aside), sorted by
+    name for a stable order.  A FIFO or a device named like an image is listed
+    too, so that reading it names it (read_file never opens it)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries
+                      if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not _is_dir(e))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

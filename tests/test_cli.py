@@ -86,3 +86,62 @@ def test_the_installed_command_runs_without_tensorflow_noise(tiny_model, captcha
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["text"] == _expected(tiny_model, [f])[0]
     assert r.stderr == ""  # no CUDA/oneDNN/absl start-up lines reach the user
+
+
+# ---- many files: streamed, and one bad file costs only itself ------------------------
+
+@pytest.fixture
+def mixed(captchas, tmp_path):
+    """A folder of good captchas, a text file named .png, and a FIFO named .png."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(captchas, folder)
+    (folder / "x_notes.png").write_text("this is not an image")
+    os.mkfifo(folder / "y_pipe.png")
+    return folder
+
+
+def _run(*argv):
+    exe = Path(sys.executable).parent / "captchalens"
+    return subprocess.run([str(exe), *map(str, argv)], capture_output=True, text=True, timeout=120)
+
+
+def test_a_bad_file_or_a_fifo_costs_only_itself(tiny_model, captchas, mixed, tmp_path):
+    good = sorted(captchas.iterdir())
+    r = _run("solve", "--json", "--model", tiny_model, mixed)  # a timeout here means it hung
+    assert r.returncode == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(row["path"]).name for row in rows] == [p.name for p in good]  # every good file, in order
+    assert [row["text"] for row in rows] == _expected(tiny_model, good)
+    assert f"{mixed / 'x_notes.png'}: not a readable image" in r.stderr
+    assert f"{mixed / 'y_pipe.png'}: is a FIFO (named pipe), not an image file; not opened" in r.stderr
+    assert "2 of 5 files not solved" in r.stderr
+    # Named on the command line, a FIFO or a missing file is the same: named, and the rest go on.
+    r = _run("solve", "--model", tiny_model, mixed / "y_pipe.png", good[0], tmp_path / "gone.png")
+    assert r.returncode == 1
+    assert r.stdout.split("\t")[1] == _expected(tiny_model, [good[0]])[0]
+    assert "y_pipe.png: is a FIFO" in r.stderr and "gone.png: no such file or folder" in r.stderr
+
+
+def test_answers_come_as_files_are_read_a_chunk_at_a_time(tiny_model, captchas, monkeypatch):
+    import captchalens.solver as solver_module
+
+    reads = []
+    real = solver_module.read_rgba
+    monkeypatch.setattr(solver_module, "read_rgba", lambda p: reads.append(p) or real(p))
+    files = sorted(captchas.iterdir()) * 3
+    stream = Solver(tiny_model).solve_stream(iter(files), chunk=2)
+    path, first = next(stream)
+    assert (path, len(reads)) == (files[0], 2)  # the first answer came after one chunk, not all files
+    rest = list(stream)
+    assert len(reads) == len(files)
+    assert [first.text] + [a.text for _, a in rest] == _expected(tiny_model, files)
+
+
+def test_dec_batch_on_a_folder_names_every_bad_file_and_keeps_the_other_answers(tiny_model, captchas, mixed):
+    with pytest.raises(ImageError) as caught:
+        dec_batch(mixed, model=tiny_model)
+    message = str(caught.value)
+    assert message.startswith("2 of 5 images could not be read")
+    assert "x_notes.png: not a readable image" in message and "y_pipe.png: is a FIFO" in message
+    answers = caught.value.answers  # one per file in name order, None for the bad ones
+    assert [a.text if a else None for a in answers] == _expected(tiny_model, sorted(captchas.iterdir())) + [None, None]
