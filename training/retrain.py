@@ -11,7 +11,7 @@ one head per position, and far better than random weights; only when there is
 no model to start from and every label has one length does it use fixed-length
 heads (bench/results/retrain.md).  Small sets get strong augmentation, many
 epochs of a cosine schedule and early stopping on a held-back validation split
-chosen by a hash of each file name.  A summary is printed at the start (what was read,
+chosen by a hash of each image's pixels.  A summary is printed at the start (what was read,
 what was skipped and why, the scheme, the split) and at the end (validation
 whole-captcha accuracy, time taken, the next command).
 """
@@ -428,7 +428,7 @@ def retrain(cfg: RetrainConfig):
         p = plan(replace(cfg, arch="small"), images, texts)
         meta = make_meta(p, name)
     init.settle(meta)
-    tr, va = split(len(texts), report.files, cfg.val_share, cfg.split_seed)
+    tr, va = split(len(texts), report.keys, cfg.val_share, cfg.split_seed)  # by content: copies never straddle it
     if len(va) == 0:  # tiny folders: hold back at least one captcha
         tr, va = tr[:-1], tr[-1:]
     width = init.width if init.mode == "finetune" else (cfg.width_mult or SCRATCH_WIDTH)
@@ -456,7 +456,7 @@ def retrain(cfg: RetrainConfig):
         say(f"  input: {p.input_width}x{p.input_height} grayscale (images are typically "
             f"{p.typical_size[0]}x{p.typical_size[1]})")
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
-            f"chosen by file-name hash)")
+            f"chosen by a hash of each image)")
         say(f"  start: {init.why}")
         say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), "
             f"batch {sched['batch']}, peak learning rate {sched['lr']:g}, early stop after "
