@@ -374,3 +374,42 @@ def test_content_scripts_cannot_read_the_token(setup, browser, sw, page, host_ho
     assert found == {"local": refused, "sync": refused, "session": refused, "write": refused}
     assert token not in str(found)
     assert sb.get_storage(sw, ["hostUrl", "allowRemoteHost"]) == {"hostUrl": url}
+
+
+def test_a_redirect_does_not_carry_pixels_or_the_token_elsewhere(browser, sw, page):
+    """Whatever listens on the local host's address may answer with a redirect to another computer:
+    the extension does not follow it, so neither the pixels nor the token go there."""
+    png, _, _ = sb.captcha(seed=44)
+    remote = remote_host(browser.ext_id)
+
+    def bounce(req):
+        cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*",
+                "Access-Control-Allow-Methods": "GET, POST"}
+        if req.method == "OPTIONS":  # lets the preflight through, so the POST itself comes here
+            return 204, cors, b""
+        return 307, {"Location": f"{remote.remote_url}{req.path}", **cors}, b""
+
+    try:
+        routes = {path: bounce for path in ["/health", "/models", "/solve", "/samples", "/pair"]}
+        with sb.serving(routes) as loopback, sb.serving(captcha_page(png)) as server:
+            options = options_page(browser)
+            try:
+                set_host_address(options, loopback.origin, sw)
+                options.fill("#token", "a-token-pasted-for-this-address")
+                options.locator("#token").dispatch_event("change")
+                expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+                options.select_option("#engine", "host")
+                sb.wait_storage(sw, {"engine": "host"})
+                options.click("#testHost")
+                expect(options.locator("#hostStatus")).to_have_text(
+                    f"The local host at {loopback.origin} answered with a redirect to another address: "
+                    f"CaptchaLens does not follow it. Is CaptchaLens running there?")
+            finally:
+                options.close()
+            open_page(browser, page, server)
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+            assert not result["ok"] and "redirect" in result["message"], result
+            assert loopback.hits("/solve", "POST") == 1
+        assert remote.requests == [], "a redirect carried the request to another computer"
+    finally:
+        remote.stop()

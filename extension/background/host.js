@@ -110,9 +110,16 @@ async function hostRequest(path, opts = {}) {
       resp = await fetch(hostUrl + path, {
         method: opts.method || 'GET', headers, body: opts.body, signal: controller.signal,
         credentials: 'omit', cache: 'no-store',
+        // Whatever listens on the host's address may redirect elsewhere: never follow it, so the
+        // pixels and the token go to this address only.
+        redirect: 'manual',
       });
     } catch (e) {
       throw unreachable(hostUrl, controller.signal.aborted, timeoutMs);
+    }
+    if (resp.type === 'opaqueredirect' || (resp.status >= 300 && resp.status < 400)) {
+      throw new HostError(`The local host at ${hostUrl} answered with a redirect to another address: ` +
+        'CaptchaLens does not follow it. Is CaptchaLens running there?', { status: resp.status });
     }
     let data = null;
     try {
