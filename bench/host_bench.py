@@ -290,20 +290,24 @@ def stress_main(args, model: Path, note: str) -> None:
         if args.baseline:
             runs[f"before ({args.baseline})"] = {"PYTHONPATH": str(baseline_tree(args.baseline, Path(tmp)))}
         results = {}
+        load = [os.getloadavg()[0]]
         for label, env in runs.items():
-            server = HostProcess(Path(tmp) / label.replace(" ", "_") / "home", [model], env=env)
+            run_dir = Path(tmp) / label.replace(" ", "_").replace("(", "").replace(")", "")
+            run_dir.mkdir()
+            server = HostProcess(run_dir / "home", [model], env=env)
             try:
                 server.wait_ready()
                 request(server.port, "POST", "/solve", captcha(0)[0], headers={"Content-Type": "image/png"})
                 results[label] = stress(server)
             finally:
                 server.stop()
-    report = render_stress(results, note)
+        load.append(os.getloadavg()[0])
+    report = render_stress(results, note, load)
     Path(args.out or ROOT / "bench" / "results" / "host_stress.md").write_text(report)
     print(report)
 
 
-def render_stress(results: dict, note: str) -> str:
+def render_stress(results: dict, note: str, load: list[float]) -> str:
     labels = list(results)
 
     def row(name, fn):
@@ -364,8 +368,10 @@ def render_stress(results: dict, note: str) -> str:
         row(f"one client POSTing a 160x60 captcha PNG to `/samples` for {FLOOD_SECONDS} s",
             flood_row("flood_captcha")),
         "",
-        "The host's settings are in `native_host/server.py` (connections, timeouts, the request "
-        "deadline) and `native_host/samples.py` (sample size, quotas, rate).",
+        f"Load average (1 min) {load[0]:.1f} before and {load[-1]:.1f} after: other work shared the "
+        f"2 cores, which slows every figure but the refusals. The host's settings are in "
+        f"`native_host/server.py` (connections, timeouts, the request deadline) and "
+        f"`native_host/samples.py` (sample size, quotas, rate).",
         "",
     ])
 
