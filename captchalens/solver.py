@@ -21,6 +21,7 @@ from .images import ImageError, list_images, read_rgba, to_rgba
 
 PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = PACKAGE_MODELS / "default"
+GENERAL_MODEL = PACKAGE_MODELS / "general"  # the universal reader (issue 9): schemes never seen
 BATCH = 256  # images per model call when solving many
 # Files read (and decoded) at a time when streaming (solve_stream, `captchalens solve`):
 # 10,000 captchas peaked at 0.82 GB RSS with 64, 1.03 GB with 256 (the model's activations

@@ -83,6 +83,11 @@ def check_name(name: str) -> str:
     if not ok:
         raise ConvertError(f"unsafe model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' "
                            f"or '-', starting with a letter or digit (it becomes a folder name)")
+    from captchalens.auto import AUTO_NAME
+
+    if name == AUTO_NAME:
+        raise ConvertError(f"{AUTO_NAME!r} names the reader that picks between the shipped models: "
+                           f"give this model another name with --name")
     return name
 
 
@@ -260,6 +265,11 @@ def write_index(models_out: str | os.PathLike, default: str = DEFAULT_NAME) -> P
         entries.append(entry)
     names = [e["name"] for e in entries]
     index = {"default": default if default in names else (names[0] if names else None), "models": entries}
+    from captchalens.auto import load_rule
+
+    rule = load_rule()
+    if rule is not None and rule.first in names and rule.then in names:
+        index["auto"] = rule.to_json()  # the reader for sites without a model: models.js applies it
     path = models_out / INDEX_FILE
     models_out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens.auto import AUTO_NAME, RULE_FILE, load_rule
 from captchalens.contract import KERAS_FILE, META_FILE, ContractError, ModelMeta, load_meta
 from captchalens.home import models_dir, safe_name
 
@@ -104,6 +105,20 @@ class BatchRunner:
                 j.done.set()
 
 
+class AutoRunner:
+    """The "auto" reader (captchalens/auto.py): the first model's answer when it is sure
+    enough, else the other model's. Each call goes through that model's own runner."""
+
+    def __init__(self, rule, first: "Entry", then: "Entry"):
+        self.rule, self.first, self.then = rule, first, then
+
+    def solve(self, rgba: np.ndarray) -> tuple[str, float]:
+        text, confidence = self.first.runner.solve(rgba)
+        if self.rule.first_stands(confidence):
+            return text, confidence
+        return self.then.runner.solve(rgba)
+
+
 # ---- the registry ------------------------------------------------------------
 @dataclass
 class Entry:
@@ -112,14 +127,17 @@ class Entry:
     source: str  # "cli", "package" or "home"
     stamp: tuple = ()
     meta: ModelMeta | None = None
-    runner: LockedRunner | BatchRunner | None = None
+    runner: LockedRunner | BatchRunner | AutoRunner | None = None
     error: str | None = None
+    auto: dict | None = None  # the "auto" reader's rule (its meta is the fallback model's)
 
     def describe(self) -> dict:
         if self.error:
             return {"name": self.name, "source": self.source, "error": self.error}
         d = self.meta.to_json()
         d.update(name=self.name, source=self.source)
+        if self.auto:
+            d["auto"] = self.auto
         return d
 
 
@@ -141,6 +159,7 @@ class Registry:
     fixed_source: str = "cli"
     batching: bool = True  # micro-batch concurrent requests (False: one model call per request)
     check_interval: float = 1.0  # seconds between two looks at the folders
+    rule_file: Path = RULE_FILE  # the "auto" reader's rule (captchalens/auto.py)
     entries: dict[str, Entry] = field(default_factory=dict)
     default: str | None = None
     _last_check: float = 0.0
@@ -187,11 +206,35 @@ class Registry:
                 entry = Entry(f"{entry.name}@{folder}", folder, source, stamp,
                               error=f"{folder}: the name {entry.name!r} is already used by {other.folder}")
             entries[entry.name] = entry
+        auto = self._auto(entries)
+        if auto is not None:
+            entries[AUTO_NAME] = auto
         working = [e.name for e in entries.values() if e.runner]
         self.entries = entries  # one assignment: requests see the old or the new set, never half
-        self.default = working[0] if working else None
+        self.default = AUTO_NAME if auto is not None else (working[0] if working else None)
         self._home_stamp = self._folder_stamps()
         self._last_check = time.monotonic()
+
+    def _auto(self, entries: dict[str, Entry]) -> Entry | None:
+        """The "auto" reader over the shipped models, when both of its models loaded (never for
+        --model folders: those are what the user asked for)."""
+        if self.fixed_source != "package":
+            return None
+        try:
+            rule = load_rule(self.rule_file)
+        except ContractError as e:
+            log.warning("no auto reader: %s", e)
+            return None
+        if rule is None:
+            return None
+        if AUTO_NAME in entries:
+            log.warning("no auto reader: a model folder is named %r", AUTO_NAME)
+            return None
+        first, then = entries.get(rule.first), entries.get(rule.then)
+        if not (first and then and first.runner and then.runner and first.source == then.source == "package"):
+            return None
+        return Entry(AUTO_NAME, self.rule_file, "package", meta=then.meta, runner=AutoRunner(rule, first, then),
+                     auto=rule.to_json())
 
     def _load(self, folder: Path, source: str, name: str | None, stamp: tuple) -> Entry:
         from captchalens.solver import Solver
@@ -245,9 +288,13 @@ class Registry:
 
 
 def fixed_folders(model_dirs: list[str | os.PathLike] | None) -> tuple[list[Path], str]:
-    """The --model folders, or the shipped default model."""
+    """The --model folders, or the shipped models (the default, and the general reader when the
+    package holds it and $CAPTCHALENS_MODEL does not name another default)."""
     if model_dirs:
         return [Path(m).expanduser().resolve() for m in model_dirs], "cli"
-    from captchalens.solver import default_model_dir
+    from captchalens.solver import DEFAULT_MODEL, GENERAL_MODEL, default_model_dir
 
-    return [default_model_dir()], "package"
+    folders = [default_model_dir()]
+    if folders[0] == DEFAULT_MODEL and (GENERAL_MODEL / META_FILE).is_file():
+        folders.append(GENERAL_MODEL)
+    return folders, "package"

@@ -4,10 +4,12 @@
  * A restarted worker simply loads them again.
  */
 /* global tf, CaptchaLensEngine, ensureBackend */
-/* exported readModelIndex, modelEntry, getModel, forgetModels */
+/* exported readModelIndex, modelEntry, getModel, forgetModels, autoRule, AUTO_NAME */
 
 /** The converter's list of models, relative to the extension root. */
 const MODEL_INDEX = 'models/index.json';
+/** The reader that picks between the shipped models (captchalens/auto.py); '' means it too. */
+const AUTO_NAME = 'auto';
 
 /** name -> Promise<{meta, model, entry, backend, loadMs}>, for this worker's life only. */
 const loadedModels = new Map();
@@ -53,6 +55,20 @@ async function modelEntry(name) {
   const index = await readModelIndex();
   const wanted = name || index.default;
   return index.models.find((m) => m.name === wanted) || null;
+}
+
+/**
+ * The "auto" reader's rule when `name` asks for it ('' or 'auto') and the index has one:
+ * {first, then, sure} — ask `first`, keep its answer when CaptchaLensEngine.autoFirstStands.
+ * @param {string} [name]
+ * @returns {Promise<Object|null>}
+ */
+async function autoRule(name) {
+  if (name && name !== AUTO_NAME) {
+    return null;
+  }
+  const index = await readModelIndex();
+  return index.auto && index.auto.first && index.auto.then ? index.auto : null;
 }
 
 /**

@@ -9,7 +9,7 @@
  *   4. remember the site's image and input.
  * Every step reports a clear message in the page when it fails.
  */
-/* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, injectPage, callPage, pageAccessMessage,
+/* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
           rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, pixelsHash, hostSolve, siteMemory, rememberSite,
           rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
@@ -287,6 +287,17 @@ async function solvePixels(rgba, settings, modelName) {
 }
 
 /**
+ * The error for a model that did not load.
+ * @param {Error} e
+ * @returns {Error} with code 'model_failed'
+ */
+function loadFailed(e) {
+  const err = new Error(`The in-browser model failed to load: ${e.message}.`);
+  err.code = 'model_failed';
+  return err;
+}
+
+/**
  * Solve with TF.js in this service worker.
  * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
  * @param {string} modelName
@@ -294,26 +305,32 @@ async function solvePixels(rgba, settings, modelName) {
  * @throws {Error} with a user-readable message and a code
  */
 async function solveInBrowser(rgba, modelName) {
+  let rule = null;
   let loaded;
   try {
     if (!tfAvailable()) {
       throw new Error('TF.js is missing from the extension (vendor/)');
     }
-    if (modelName && !(await modelEntry(modelName))) {
+    rule = await autoRule(modelName);
+    if (modelName && !rule && !(await modelEntry(modelName))) {
       const err = new Error(`In-browser solving is not possible: model '${modelName}' exists only on the local host.`);
       err.code = 'model_missing';
       throw err;
     }
-    loaded = await getModel(modelName);
+    loaded = await getModel(rule ? rule.first : modelName);
   } catch (e) {
-    if (e.code) {
-      throw e;
-    }
-    const err = new Error(`The in-browser model failed to load: ${e.message}.`);
-    err.code = 'model_failed';
-    throw err;
+    throw e.code ? e : loadFailed(e);
   }
-  const result = await CaptchaLensEngine.solve(tf, loaded, rgba);
+  let result = await CaptchaLensEngine.solve(tf, loaded, rgba);
+  if (rule && !CaptchaLensEngine.autoFirstStands(rule, result.confidence)) {
+    // "auto": the default model is unsure, so this is not its scheme: the general reader answers.
+    try {
+      loaded = await getModel(rule.then);
+    } catch (e) {
+      throw loadFailed(e);
+    }
+    result = await CaptchaLensEngine.solve(tf, loaded, rgba);
+  }
   return {
     text: result.text, confidence: result.confidence, source: 'browser',
     model: loaded.entry.name, backend: loaded.backend, ms: result.ms,

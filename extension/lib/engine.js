@@ -364,5 +364,19 @@
     return out;
   }
 
-  return { META_FILE, MODEL_FILE, DECODINGS, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta };
+  /**
+   * The "auto" reader's rule (captchalens/auto.py, copied into models/index.json as `auto`):
+   * does the first model's answer stand, or does the other model answer?
+   * @param {{first: string, then: string, sure: number}} rule
+   * @param {number} confidence  the first model's confidence
+   * @returns {boolean}
+   */
+  function autoFirstStands(rule, confidence) {
+    return confidence >= rule.sure;
+  }
+
+  return {
+    META_FILE, MODEL_FILE, DECODINGS, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
+    autoFirstStands,
+  };
 });

@@ -1,0 +1,75 @@
+"""The reader for a site that has no model of its own ("auto").
+
+The shipped `default` model reads `captcha`-package captchas almost perfectly
+and is sure of itself on them; on any other scheme it is wrong and (mostly)
+unsure.  The `general` model reads schemes it has never seen, less surely.
+So "auto" asks `default` first and keeps its answer when its confidence is at
+least `sure`; otherwise `general` answers.  The rule is data, written once in
+``models/auto.json`` by ``python -m captchalens.training.auto_rule`` (which
+measures the threshold on fresh captchas) and copied by the converter into the
+extension's ``models/index.json``, where ``extension/background/models.js``
+applies the same comparison.
+
+This module is pure Python: the host and the CLI read the rule without
+TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .contract import ContractError
+
+AUTO_NAME = "auto"  # the reader's name, wherever a model name is accepted
+RULE_FILE = Path(__file__).resolve().parent / "models" / "auto.json"
+
+
+@dataclass(frozen=True)
+class AutoRule:
+    """Ask `first`; keep its answer when its confidence >= `sure`, else ask `then`."""
+
+    first: str
+    then: str
+    sure: float
+    measured: dict = field(default_factory=dict)  # what the threshold was chosen on
+
+    def first_stands(self, confidence: float) -> bool:
+        """True when the first model's answer is kept (the comparison engine.js makes too)."""
+        return confidence >= self.sure
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "auto rule") -> "AutoRule":
+        try:
+            rule = cls(first=str(d["first"]), then=str(d["then"]), sure=float(d["sure"]),
+                       measured=dict(d.get("measured") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ContractError(f"{where}: expected first, then and sure ({e})") from None
+        if not 0.0 <= rule.sure <= 1.0 or rule.first == rule.then:
+            raise ContractError(f"{where}: sure must be in [0, 1] and first differ from then")
+        return rule
+
+
+def load_rule(path: str | os.PathLike = RULE_FILE) -> AutoRule | None:
+    """The shipped rule, or None when there is none (then there is no "auto" reader)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ContractError(f"{path}: not readable JSON ({e})") from None
+    return AutoRule.from_json(data, str(path))
+
+
+def save_rule(rule: AutoRule, path: str | os.PathLike = RULE_FILE) -> Path:
+    """Write the rule atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(rule.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

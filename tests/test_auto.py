@@ -1,0 +1,74 @@
+"""The "auto" reader: default when it is sure, else general — the rule, its file and its threshold."""
+import json
+
+import numpy as np
+import pytest
+
+from captchalens.auto import AutoRule, load_rule, save_rule
+from captchalens.contract import ContractError
+from captchalens.training.auto_rule import fit_threshold
+
+
+def test_the_threshold_keeps_first_exactly_where_it_is_right():
+    # first is right when sure (>= 0.6) and wrong below; then is right everywhere below 0.6
+    conf = np.array([0.1, 0.2, 0.3, 0.55, 0.65, 0.8, 0.9, 0.95])
+    first_ok = conf >= 0.6
+    then_ok = ~first_ok
+    t, acc = fit_threshold(conf, first_ok, then_ok)
+    assert acc == 1.0 and 0.55 < t <= 0.65
+    assert all(AutoRule("a", "b", t).first_stands(c) == ok for c, ok in zip(conf, first_ok))
+
+
+def test_when_then_is_always_better_first_never_answers():
+    conf = np.array([0.5, 0.7, 0.9])
+    t, acc = fit_threshold(conf, np.array([False, False, True]), np.array([True, True, True]))
+    assert acc == 1.0 and not any(c >= t for c in conf[:2])  # first never answers where it is wrong
+
+
+def test_the_rule_file_round_trips_and_bad_rules_are_named(tmp_path):
+    rule = AutoRule("default", "general", 0.42, {"auto": 0.9})
+    path = save_rule(rule, tmp_path / "auto.json")
+    assert load_rule(path) == rule
+    assert load_rule(tmp_path / "missing.json") is None
+    for bad in ({"first": "a", "then": "b"}, {"first": "a", "then": "a", "sure": 0.5},
+                {"first": "a", "then": "b", "sure": 2}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ContractError, match="auto.json"):
+            load_rule(path)
+    path.write_text("{not json")
+    with pytest.raises(ContractError, match="not readable JSON"):
+        load_rule(path)
+
+
+def _captcha(seed=3):
+    from captchalens.training.generate import GenSpec, draw
+
+    im, text = draw(GenSpec(), seed, 0)
+    return np.asarray(im.convert("RGBA")), text
+
+
+@pytest.mark.parametrize("sure, answers", [(0.0, "default"), (1.0, "tiny")])
+def test_the_host_auto_reader_asks_default_then_the_other_model(tmp_path, default_model_dir, tiny_model,
+                                                                 sure, answers, monkeypatch):
+    from captchalens.native_host.models import Registry
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    rule = save_rule(AutoRule("default", "tiny", sure), tmp_path / "auto.json")
+    registry = Registry([default_model_dir, tiny_model], fixed_source="package", rule_file=rule).reload()
+    assert registry.default == "auto" and registry.names() == ["default", "tiny", "auto"]
+    rgba, _ = _captcha()
+    got = registry.entries["auto"].runner.solve(rgba)
+    assert got == registry.entries[answers].runner.solve(rgba)
+    described = {m["name"]: m for m in registry.describe()["models"]}
+    assert described["auto"]["auto"]["first"] == "default" and described["auto"]["charset"] == described["tiny"]["charset"]
+
+
+def test_no_auto_reader_for_models_the_user_named(tmp_path, default_model_dir, tiny_model, monkeypatch):
+    from captchalens.native_host.models import Registry
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    rule = save_rule(AutoRule("default", "tiny", 0.5), tmp_path / "auto.json")
+    registry = Registry([default_model_dir, tiny_model], fixed_source="cli", rule_file=rule).reload()
+    assert "auto" not in registry.names() and registry.default == "default"
+    missing = Registry([default_model_dir], fixed_source="package", rule_file=rule).reload()
+    assert "auto" not in missing.names() and missing.default == "default"  # its second model is absent
