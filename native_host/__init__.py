@@ -9,32 +9,16 @@ The extension falls back to it when in-browser solving is not possible; the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from flask import Flask
 
-from .demo import DemoChallenges
-from .models import Registry, fixed_folders
-from .samples import SampleLimits, SampleStore
-from .security import MANIFEST, HostError, Pairing, ensure_token, extension_id_from_manifest
+from .security import MANIFEST, HostError, ensure_token, extension_id_from_manifest
+from .service import HostState, build_state
 
-__all__ = ["create_app", "HostError"]
+__all__ = ["create_app", "HostError", "HostState"]
 log = logging.getLogger("captchalens.host")
 
 MAX_BODY = 2 * 1024 * 1024  # a captcha is a few KB; anything past this is refused with 413
-
-
-@dataclass
-class HostState:
-    registry: Registry
-    demo: DemoChallenges
-    pairing: Pairing
-    samples: SampleStore
-    fixed_token: str | None = None
-
-    def token(self) -> str:
-        """The per-install token, read from its file each time (so `captchalens token --rotate` works)."""
-        return self.fixed_token or ensure_token()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -66,13 +50,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config["TOKEN"]:
         ensure_token()
 
-    folders, source = fixed_folders(app.config["MODEL_DIRS"])
-    registry = Registry(folders, fixed_source=source, batching=app.config["BATCHING"],
-                        check_interval=app.config["RELOAD_INTERVAL"]).reload()
-    samples = SampleStore(limits=SampleLimits(**(app.config["SAMPLE_LIMITS"] or {})))
-    samples.sweep()  # temp files of a host killed while writing a sample
-    app.extensions["captchalens"] = HostState(registry, DemoChallenges(), Pairing(), samples,
-                                              app.config["TOKEN"])
+    app.extensions["captchalens"] = build_state(
+        app.config["MODEL_DIRS"], batching=app.config["BATCHING"],
+        reload_interval=app.config["RELOAD_INTERVAL"], sample_limits=app.config["SAMPLE_LIMITS"],
+        token=app.config["TOKEN"])
 
     from . import api
 

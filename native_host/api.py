@@ -1,4 +1,6 @@
-"""The host's HTTP API: one blueprint, JSON everywhere (the /demo page aside).
+"""The host's HTTP front door: one blueprint, JSON everywhere (the /demo page aside).
+What each operation does is in service.py, shared with native messaging (native.py);
+here are the HTTP-only parts: reading forms and bodies, Host/Origin checks, the token.
 
     GET  /health    GET /models    POST /solve
     POST /samples   POST /reload   (both need the token)
@@ -7,42 +9,28 @@
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import io
 import json
 import logging
 import math
-import time
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from captchalens import __version__
-from captchalens.images import ImageError, read_rgba
 
-from .samples import SampleError, check_text, fits_model
+from . import service
 from .security import TOKEN_HEADER, PairingError, host_ok, own_origins, token_matches
+from .service import ServiceError, from_base64
 
-API_VERSION = 1
 log = logging.getLogger("captchalens.host")
 bp = Blueprint("host", __name__)
 
-# Formats a captcha comes in. Pillow's other decoders (EPS runs Ghostscript, TIFF, PSD,
-# ...) are never offered to an upload.
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 HOW_TO_SEND = ("send the image as multipart field 'image', as a raw image/* body, "
                "or as JSON {\"image\": \"<base64 or data: URL>\"}")
 
 
-class ApiError(Exception):
-    """An answer other than 2xx, with a message for the user (and, for 429, when to try again)."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
+ApiError = ServiceError  # raised by the service layer and by the checks below
 
 
 def state():
@@ -141,25 +129,6 @@ def unexpected(e: Exception):
 
 
 # ---- reading what was sent -----------------------------------------------------
-def from_base64(text) -> bytes:
-    if not isinstance(text, str):
-        raise ApiError(400, "'image' must be a string: base64 or a data: URL")
-    text = text.strip()
-    if text[:5].lower() == "data:":
-        head, sep, text = text.partition(",")
-        if not sep or ";base64" not in head.lower():
-            raise ApiError(400, "a data: URL image must be base64-encoded (data:image/png;base64,...)")
-    text = "".join(text.split())
-    if not text:
-        raise ApiError(400, "'image' is empty")
-    try:
-        alt = b"-_" if ("-" in text or "_" in text) else None
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=alt, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "'image' is not valid base64 (send the file's bytes base64-encoded, "
-                            "or a data: URL)") from None
-
-
 def read_upload() -> tuple[bytes, dict]:
     """The image bytes and the other fields (model, text, site) of /solve or /samples."""
     fields = {k: v for k, v in request.args.items() if k in ("model", "text", "site")}
@@ -189,96 +158,36 @@ def read_upload() -> tuple[bytes, dict]:
     raise ApiError(415, f"cannot read a {kind or 'typeless'} body: {HOW_TO_SEND}")
 
 
-def decode_image(data: bytes):
-    """RGBA pixels of an uploaded PNG, JPEG, GIF, WebP or BMP (no other Pillow decoders run)."""
-    if data:
-        try:
-            Image.open(io.BytesIO(data), formats=IMAGE_FORMATS).close()  # reads the header only
-        except UnidentifiedImageError:
-            raise ApiError(400, "uploaded image: not a readable image (the host reads "
-                                "PNG, JPEG, GIF, WebP and BMP)") from None
-        except Exception:  # noqa: BLE001 - too large, truncated...: read_rgba says which
-            pass
-    try:
-        return read_rgba(data, "uploaded image")
-    except ImageError as e:
-        raise ApiError(400, str(e)) from None
-
-
-def text_field(fields: dict, key: str) -> str | None:
-    value = fields.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(400, f"'{key}' must be a string")
-    return value or None
-
-
-def pick_model(name: str | None):
-    registry = state().registry
-    name = name or registry.default
-    if name is None:
-        problems = "; ".join(e.error for e in registry.entries.values() if e.error) or "none found"
-        raise ApiError(503, f"no model is loaded ({problems})")
-    entry = registry.entries.get(name)
-    if entry is None:
-        raise ApiError(404, f"no model named {name!r}; this host serves: "
-                            f"{', '.join(registry.names()) or 'none'}")
-    if entry.error:
-        raise ApiError(503, f"model {name!r} could not be loaded: {entry.error}")
-    return entry
-
-
 # ---- endpoints -----------------------------------------------------------------
 @bp.get("/health")
 def health():
-    registry = state().registry
-    return {"ok": True, "version": __version__, "api": API_VERSION, "models": registry.names(),
-            "default": registry.default}
+    return service.health(state())
 
 
 @bp.get("/models")
 def models():
-    return state().registry.describe()
+    return service.models(state())
 
 
 @bp.post("/solve")
 def solve():
-    start = time.perf_counter()
     data, fields = read_upload()
-    entry = pick_model(text_field(fields, "model"))
-    rgba = decode_image(data)
-    try:
-        text, confidence = entry.runner.solve(rgba)
-    except TimeoutError as e:
-        raise ApiError(503, str(e)) from None
-    return {"text": text, "confidence": float(f"{confidence:.6g}"), "model": entry.name,
-            "ms": round((time.perf_counter() - start) * 1000, 2)}
+    return service.solve(state(), data, fields.get("model"))
 
 
 @bp.post("/samples")
 @needs_token
 def samples():
-    store = state().samples
-    wait = store.rate.take()
-    if wait:
-        lim = store.limits
-        raise ApiError(429, f"too many samples: at most {lim.burst} at once, then {lim.per_second:g} a "
-                            f"second; try again in {math.ceil(wait)} s", retry_after=wait)
+    service.check_sample_rate(state())  # before the body is read
     data, fields = read_upload()
-    entry = pick_model(text_field(fields, "model"))
-    rgba = decode_image(data)
-    try:
-        text = check_text(fields.get("text"))
-        saved, count = store.save(rgba, text, text_field(fields, "site"))
-    except SampleError as e:
-        raise ApiError(e.status, str(e)) from None
-    # A label the current model cannot give is kept too: it is what a site model is trained from.
-    return {"saved": saved, "count": count, "fits_model": fits_model(text, entry.meta)}, 201
+    return service.save_sample(state(), data, fields.get("text"), fields.get("site"),
+                               fields.get("model")), 201
 
 
 @bp.post("/reload")
 @needs_token
 def reload():
-    return state().registry.reload().describe()
+    return service.reload(state())
 
 
 PAIR_HOW = 'send {} to ask for a pairing code, then {"code": "<the 6 digits the host shows>"}'
