@@ -4,6 +4,7 @@
     captchalens train / eval / gen          # training/cli.py
     captchalens convert                     # converter/cli.py
     captchalens serve                       # native_host/cli.py
+    captchalens native install              # native_host/native_cli.py
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COMMAND_MODULES = [
     "captchalens.training.cli",
     "captchalens.converter.cli",
     "captchalens.native_host.cli",
+    "captchalens.native_host.native_cli",
 ]
 
 

@@ -132,11 +132,19 @@ def token_matches(given: str | None, expected: str) -> bool:
 def write_private(path: Path, text: str) -> None:
     """Write a small secret file atomically, mode 0600, in a 0700 folder."""
     _private_folder(path)
+    write_atomic(path, text)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` with `text` all at once (a temp file beside it, fsync, rename): a reader
+    sees the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

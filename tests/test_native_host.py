@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import sys
+from pathlib import Path
 
 import pytest
-from support_host import b64, captcha
+from support_host import b64, captcha, extension_origin
 
 from captchalens.native_host.native import (HEADER, MAX_ANSWER, MAX_REQUEST, TYPES, FrameError,
                                             NativeHost, encode_frame, read_frame)
@@ -150,3 +153,138 @@ def test_a_host_that_cannot_load_says_why_on_each_request_but_still_pings():
     assert solve["status"] == 500 and "model folder vanished" in solve["error"]
     ping = host.handle({"api": 1, "id": 2, "type": "ping"})
     assert ping["ok"] and ping["result"]["ready"] is False
+
+
+# ---- install / uninstall / status -------------------------------------------------------------
+@pytest.fixture()
+def user(tmp_path, monkeypatch):
+    """A user with Chromium and Brave profiles (no Chrome, no Edge) and their own CaptchaLens home."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user" / ".config"))
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "clhome"))
+    config = tmp_path / "user" / ".config"
+    for d in ("chromium", "BraveSoftware/Brave-Browser"):
+        (config / d).mkdir(parents=True)
+    return config
+
+
+def cli(*argv) -> int:
+    from captchalens.cli import main
+
+    return main(["native", *argv])
+
+
+def manifest_at(config_dir) -> Path:
+    return Path(config_dir) / "NativeMessagingHosts" / "io.captchalens.host.json"
+
+
+def test_install_registers_the_host_with_each_browser_present_and_only_for_our_extension(user, capsys):
+    from captchalens.native_host.install import launcher_path
+
+    assert cli("install") == 0
+    assert sorted(p.relative_to(user).as_posix() for p in user.rglob("*.json")) == [
+        "BraveSoftware/Brave-Browser/NativeMessagingHosts/io.captchalens.host.json",
+        "chromium/NativeMessagingHosts/io.captchalens.host.json"]
+    assert not (user / "google-chrome").exists() and not (user / "microsoft-edge").exists()
+    spec = json.loads(manifest_at(user / "chromium").read_text())
+    assert spec == {"name": "io.captchalens.host", "description": spec["description"],
+                    "path": str(launcher_path()), "type": "stdio",
+                    "allowed_origins": [extension_origin() + "/"]}
+    assert extension_origin() == "chrome-extension://deneooikjilffcjpiknglfocffppmiag"
+    launcher = launcher_path()
+    assert os.access(launcher, os.X_OK) and f"CAPTCHALENS_PYTHON={sys.executable}\n" in launcher.read_text()
+    assert "Chromium" in capsys.readouterr().out
+    assert not [p for p in user.rglob(".*") if p.is_file()]  # no temp files left
+
+
+def test_without_any_browser_profile_install_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "clhome"))
+    assert cli("install") == 1
+    err = capsys.readouterr().err
+    assert "no profile of Chromium, Google Chrome, Microsoft Edge, Brave found" in err and "--profile-dir" in err
+    assert cli("install", "--profile-dir", str(tmp_path / "nope")) == 1
+    assert "nope: not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "clhome" / "native").exists()
+
+
+def test_a_profile_dir_gets_its_own_manifest_and_status_finds_it(user, tmp_path, capsys):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    assert cli("install", "--profile-dir", str(profile)) == 0
+    assert manifest_at(profile).is_file() and not manifest_at(user / "chromium").exists()
+    capsys.readouterr()
+    assert cli("status") == 0
+    out = capsys.readouterr().out
+    assert f"profile {profile}: installed" in out and "Chromium: not installed" in out
+    assert "wrong Python" not in out
+
+
+def test_uninstall_removes_only_what_install_wrote(user, tmp_path, capsys):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    assert cli("install") == 0 and cli("install", "--profile-dir", str(profile)) == 0
+    hosts = user / "chromium" / "NativeMessagingHosts"
+    other = hosts / "com.other.host.json"
+    other.write_text('{"name": "com.other.host"}')
+    theirs = manifest_at(user / "BraveSoftware/Brave-Browser")
+    theirs.write_text(json.dumps({"name": "io.captchalens.host", "path": "/opt/elsewhere/host"}))
+    capsys.readouterr()
+
+    assert cli("uninstall", "--profile-dir", str(profile)) == 0
+    assert not manifest_at(profile).exists() and manifest_at(user / "chromium").exists()
+    from captchalens.native_host.install import launcher_path
+    assert launcher_path().exists()  # Chromium still uses it
+
+    assert cli("uninstall") == 0
+    out = capsys.readouterr().out
+    assert not manifest_at(user / "chromium").exists() and other.read_text() == '{"name": "com.other.host"}'
+    assert json.loads(theirs.read_text())["path"] == "/opt/elsewhere/host"
+    assert "left" in out and "not written by this install" in out
+    assert not launcher_path().exists()
+    assert cli("status") == 1
+
+
+def test_status_says_wrong_python_when_the_launchers_python_is_gone_or_another(user, tmp_path, capsys):
+    from captchalens.native_host import install
+
+    install.install(python=str(tmp_path / "old-venv" / "bin" / "python"))
+    ok, lines = install.status()
+    assert not ok
+    assert any(ln.startswith("wrong Python: the launcher runs ") and "no longer exists" in ln for ln in lines)
+
+    bare = tmp_path / "bare-python"
+    bare.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named captchalens' >&2\nexit 1\n")
+    bare.chmod(0o755)
+    install.install(python=str(bare))
+    assert cli("status") == 1
+    out = capsys.readouterr().out
+    assert f"wrong Python: the launcher runs {bare}, this command runs {sys.executable}" in out
+    assert "cannot run the host (ModuleNotFoundError: No module named captchalens)" in out
+
+    install.install()
+    ok, lines = install.status()
+    assert ok and not any("wrong Python" in ln for ln in lines)
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_manifest_whole(user, monkeypatch):
+    from captchalens.native_host import install
+
+    install.install()
+    before = manifest_at(user / "chromium").read_bytes()
+
+    calls, real_fsync = [], os.fsync
+
+    def crash(fd):  # the launcher is written, then the first manifest fails
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError("disk full")
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        install.install(extension_id="a" * 32)
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert manifest_at(user / "chromium").read_bytes() == before
+    assert not [p for p in user.rglob(".*") if p.is_file()]
