@@ -35,3 +35,11 @@ def tiny_model(tmp_path_factory) -> Path:
     path, _ = train_generated(TrainConfig(out=str(out), name="tiny", width_mult=0.25, train_size=256,
                                           val_size=64, epochs=1, verbose=0, workers=1))
     return path
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A model with seeded random weights: the right contract, a different answer per captcha."""
+    from support_host import untrained_model
+
+    return untrained_model(tmp_path_factory.mktemp("random-model") / "random")

@@ -335,3 +335,90 @@ def untrained_model(out: Path, name: str = "random") -> Path:
     kernel, bias = logits.get_weights()
     logits.set_weights([kernel * 1e5, bias])  # decisive, input-dependent softmax outputs
     return save_model(model, meta, out)
+
+
+# ---- the native messaging host, started the way the browser starts it ----------------------
+class NativeProcess:
+    """Runs a host manifest's `path` with the extension's origin as its argument, as Chromium
+    does, and speaks frames over its pipes. stderr goes to a log file beside the manifest."""
+
+    def __init__(self, manifest: Path, env: dict | None = None):
+        import queue
+        import threading
+
+        self.manifest = Path(manifest)
+        spec = json.loads(self.manifest.read_text())
+        self.log = self.manifest.parent / "native-stderr.log"
+        self._err = open(self.log, "wb")
+        origin = spec["allowed_origins"][0]
+        self.proc = subprocess.Popen([spec["path"], origin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._err, env=dict(os.environ, **(env or {})),
+                                     start_new_session=True)
+        self.frames: queue.Queue = queue.Queue()  # every frame read, in order; None at EOF
+        self.garbage: list[bytes] = []  # anything on stdout that is not a frame
+        self._next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        import struct
+
+        out = self.proc.stdout
+        while True:
+            head = out.read(4)
+            if len(head) < 4:
+                if head:
+                    self.garbage.append(head)
+                self.frames.put(None)
+                return
+            (size,) = struct.unpack("=I", head)
+            body = out.read(size)
+            try:
+                self.frames.put(json.loads(body.decode("utf-8")))
+            except ValueError:
+                self.garbage.append(head + body)
+
+    def send_raw(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, message: dict) -> None:
+        import struct
+
+        body = json.dumps(message).encode("utf-8")
+        self.send_raw(struct.pack("=I", len(body)) + body)
+
+    def next_frame(self, timeout: float = 120.0):
+        import queue
+
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no frame from the native host in {timeout} s:\n{self.output()}") from None
+
+    def call(self, msg_type: str, data: dict | None = None, timeout: float = 120.0) -> dict:
+        """One request and its answer (frames are read in order: one request at a time here)."""
+        self._next_id += 1
+        self.send({"api": 1, "id": self._next_id, "type": msg_type, "data": data or {}})
+        frame = self.next_frame(timeout)
+        assert frame is not None, f"the native host closed its stdout:\n{self.output()}"
+        assert frame["id"] == self._next_id, frame
+        return frame
+
+    def output(self) -> str:
+        self._err.flush()
+        return self.log.read_text(errors="replace")
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Close stdin as the browser does; the host's exit code."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout=timeout)
+        self._err.close()
+        return code

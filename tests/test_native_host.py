@@ -288,3 +288,201 @@ def test_a_write_that_fails_half_way_leaves_the_old_manifest_whole(user, monkeyp
     assert len(calls) == 2
     assert manifest_at(user / "chromium").read_bytes() == before
     assert not [p for p in user.rglob(".*") if p.is_file()]
+
+
+# ---- one set of operation tests for both front doors -------------------------------------------
+TOKEN = "native-test-token-" + "x" * 32
+
+
+@pytest.fixture(scope="module")
+def model(random_model):
+    return random_model
+
+
+@pytest.fixture(scope="module")
+def expected(model):
+    """The Python solver's answers for the first captchas: both doors must give the same."""
+    from captchalens.solver import Solver
+
+    solver = Solver(model)
+    return {i: solver.solve_bytes(captcha(i)[0]) for i in range(4)}
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory, model):
+    """`captchalens native install --profile-dir P --model M`, then the manifest's launcher run
+    as Chromium runs it, with its own CaptchaLens home."""
+    from support_host import NativeProcess
+
+    from captchalens.native_host import install
+
+    base = tmp_path_factory.mktemp("native")
+    (base / "profile").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAPTCHALENS_HOME", str(base / "home"))
+        install.install([base / "profile"], [str(model)])
+    proc = NativeProcess(manifest_at(base / "profile"), env={"CAPTCHALENS_HOME": "/nonexistent"})
+    proc.home = base / "home"  # the launcher set it, whatever the browser's environment says
+    try:
+        yield proc
+    finally:
+        code = proc.close()
+        assert code == 0, proc.output()
+        assert proc.garbage == [], "something other than frames was written to stdout"
+
+
+class Answer:
+    def __init__(self, ok: bool, status: int, body):
+        self.ok, self.status, self.body = ok, status, body
+
+    def __repr__(self):
+        return f"<{self.status} {self.body!r}>"
+
+
+class HttpDoor:
+    """The operations through the Flask app's routes (as the extension calls them)."""
+
+    name = "http"
+
+    def __init__(self, app, home):
+        from support_host import loopback_client
+
+        self.client, self.home = loopback_client(app), home
+
+    def call(self, op: str, data: dict | None = None) -> Answer:
+        from support_host import TOKEN_HEADER
+
+        if op in ("health", "models"):
+            r = self.client.get(f"/{op}")
+        else:
+            r = self.client.post(f"/{op}", json=data, headers={TOKEN_HEADER: TOKEN})
+        ok = r.status_code < 300
+        return Answer(ok, r.status_code, r.json if ok else r.json["error"])
+
+
+class NativeDoor:
+    """The same operations as native messaging frames to the launcher's process."""
+
+    name = "native"
+
+    def __init__(self, proc):
+        self.proc, self.home = proc, proc.home
+
+    def call(self, op: str, data: dict | None = None) -> Answer:
+        frame = self.proc.call(op, data)
+        assert frame["api"] == 1 and frame["type"] == op
+        return Answer(frame["ok"], frame.get("status", 200), frame["result"] if frame["ok"] else frame["error"])
+
+
+@pytest.fixture(scope="module", params=["http", "native"])
+def door(request, tmp_path_factory, model):
+    if request.param == "native":
+        yield NativeDoor(request.getfixturevalue("native"))
+        return
+    from support_host import extension_id
+
+    from captchalens.native_host import create_app
+
+    home = tmp_path_factory.mktemp("http-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAPTCHALENS_HOME", str(home))
+        yield HttpDoor(create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "TOKEN": TOKEN,
+                                   "EXTENSION_ID": extension_id()}), home)
+
+
+def test_health_names_the_model_and_the_api_version(door):
+    from captchalens import __version__
+
+    r = door.call("health")
+    assert r.ok and r.body == {"ok": True, "version": __version__, "api": 1, "models": ["random"],
+                               "default": "random"}
+
+
+def test_models_gives_the_metadata_beside_the_weights(door, model):
+    from captchalens.contract import load_meta
+
+    r = door.call("models")
+    meta = load_meta(model)
+    assert r.ok and r.body["default"] == "random" and r.body["errors"] == []
+    (m,) = r.body["models"]
+    assert m["name"] == "random" and m["charset"] == meta.charset and m["input_width"] == meta.input_width
+
+
+def test_solve_gives_the_solvers_answer_for_each_captcha(door, expected):
+    for i, answer in expected.items():
+        text, confidence = answer.text, answer.confidence
+        image = b64(captcha(i)[0])
+        r = door.call("solve", {"image": image if i % 2 else "data:image/png;base64," + image})
+        assert r.ok, r
+        assert r.body["text"] == text and r.body["model"] == "random"
+        assert r.body["confidence"] == pytest.approx(confidence, rel=1e-4)
+    assert len({a.text for a in expected.values()}) > 1  # the answers tell the captchas apart
+
+
+@pytest.mark.parametrize("data, status, words", [
+    ({"image": "!!not base64!!"}, 400, "'image' is not valid base64"),
+    ({"image": b64(b"just words")}, 400, "not a readable image"),
+    ({"image": ""}, 400, "'image' is empty"),
+    ({"image": 42}, 400, "'image' must be a string"),
+    ({"model": "nope"}, 404, "no model named 'nope'; this host serves: random"),
+    ({"model": 3}, 400, "'model' must be a string"),
+    ({}, 400, "'image'"),
+])
+def test_bad_solves_get_the_same_clear_error_on_both_doors(door, data, status, words):
+    if "model" in data:
+        data = dict(data, image=b64(captcha(0)[0]))
+    r = door.call("solve", data)
+    assert not r.ok and r.status == status and words in r.body
+
+
+def test_a_sample_is_stored_as_the_decoded_pixels_in_its_sites_folder(door):
+    import numpy as np
+
+    from captchalens.images import read_rgba
+
+    png, label = captcha(3)
+    r = door.call("samples", {"image": b64(png), "text": label, "site": "Shop.Example"})
+    assert r.ok and r.body == {"saved": f"{label}.png", "count": 1, "fits_model": True}
+    stored = door.home / "samples" / "shop.example" / f"{label}.png"
+    assert np.array_equal(read_rgba(stored.read_bytes(), "stored"), read_rgba(png, "sent"))
+    again = door.call("samples", {"image": b64(png), "text": label, "site": "shop.example"})
+    assert again.body["saved"] == f"{label}_2.png" and again.body["count"] == 2
+
+
+@pytest.mark.parametrize("fields, words", [({"text": ""}, "needs its answer"), ({"text": "a/b"}, "file name"),
+                                           ({"text": "ab", "site": "../x"}, "site")])
+def test_a_bad_sample_is_refused_and_nothing_is_written(door, fields, words):
+    before = sorted(p for p in (door.home / "samples").rglob("*")) if (door.home / "samples").exists() else []
+    r = door.call("samples", {"image": b64(captcha(1)[0]), **fields})
+    assert not r.ok and r.status == 400 and words in r.body
+    after = sorted(p for p in (door.home / "samples").rglob("*")) if (door.home / "samples").exists() else []
+    assert after == before
+
+
+# ---- the launcher as the browser runs it ------------------------------------------------------
+def test_the_launcher_answers_ping_and_survives_bad_frames_over_real_pipes(native):
+    ping = native.call("ping")
+    assert ping["ok"] and ping["result"]["pong"] is True and ping["result"]["api"] == 1
+    native.send_raw(struct.pack("=I", 7) + b"{broken")
+    native.send_raw(struct.pack("=I", MAX_REQUEST + 5) + b"\0" * (MAX_REQUEST + 5))
+    native.send({"api": 1, "id": "x", "type": "teleport"})
+    answers = [native.next_frame() for _ in range(3)]
+    assert [(a["id"], a["status"]) for a in answers] == [(None, 400), (None, 413), ("x", 400)]
+    assert "not valid JSON" in answers[0]["error"] and "too large" in answers[1]["error"]
+    assert native.call("solve", {"image": b64(captcha(0)[0])})["ok"]
+    assert (native.home / "native-host.log").is_file()
+    assert "started by chrome-extension://deneooikjilffcjpiknglfocffppmiag/" in native.output()
+
+
+def test_the_launcher_with_its_python_gone_says_so_on_stderr(tmp_path, monkeypatch):
+    import subprocess
+
+    from captchalens.native_host import install
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    (tmp_path / "p").mkdir()
+    install.install([tmp_path / "p"], python=str(tmp_path / "gone" / "python"))
+    run = subprocess.run([str(install.launcher_path()), extension_origin() + "/"], input=b"",
+                         capture_output=True, timeout=30)
+    assert run.returncode == 127 and run.stdout == b""
+    assert b"is gone; run 'captchalens native install' again" in run.stderr
