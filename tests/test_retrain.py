@@ -241,3 +241,52 @@ def test_generated_training_keeps_its_defaults():
     args = p.parse_args(["train", "--length", "4-6"])
     cli._generated_defaults(args, d)
     assert args.arch == "ctc"
+
+
+@pytest.fixture(scope="module")
+def tiny_general(tmp_path_factory):
+    """A tiny reader of the general architecture (CTC over a wide charset), trained for seconds."""
+    from captchalens.training.train import TrainConfig, train_generated
+
+    out = tmp_path_factory.mktemp("general") / "general"
+    path, _ = train_generated(TrainConfig(out=str(out), name="general", arch="general", width_mult=0.5,
+                                          charset="0123456789abcdefghijklmnopqrstuvwxyzABCDEF", length=3,
+                                          max_length=5, input_width=96, train_size=256, val_size=32,
+                                          epochs=1, verbose=0, workers=1))
+    return path
+
+
+def test_a_general_base_carries_over_whole_and_its_classifier_for_the_site_charset(tmp_path, tiny_general,
+                                                                                  capsys):
+    write_captchas(tmp_path / "mine", 24, charset="pq34", length=(4, 5), size=(160, 50))
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--base", str(tiny_general), "--epochs", "1") == 0
+    printed = capsys.readouterr().out
+    assert "start      validation" in printed  # the starting weights are scored, and may be kept
+    meta = load_meta(tmp_path / "m")
+    assert meta.architecture == "general" and meta.decoding == "ctc_greedy"
+    site, base = Solver(tmp_path / "m").model, keras.models.load_model(tiny_general / "model.h5", compile=False)
+    n_layers = len([w for w in base.layers if w.weights])
+    assert meta.trained_on["init"]["layers_copied"] == n_layers  # every layer, the classifier by column
+
+
+def test_the_classifier_starts_as_the_base_restricted_to_the_site_charset(tiny_general):
+    from dataclasses import replace
+
+    base = keras.models.load_model(tiny_general / "model.h5", compile=False)
+    bmeta = load_meta(tiny_general)
+    images = [np.zeros((50, 160, 4), np.uint8)]
+    p = plan(RetrainConfig(data="", out="", arch="general"), images, ["p3q4", "q43p"])
+    meta = make_meta(p, "site")
+    model = models.build("general", meta, width=0.5)
+    copied = transfer(model, base, charsets=(bmeta.charset, meta.charset))
+    assert "context2" in copied and any(c.startswith("logits") for c in copied)
+    # The base at the site's input width (its layers do not depend on the width) reads the same columns.
+    wide = models.build("general", replace(bmeta, input_width=meta.input_width,
+                                           output_shape=[meta.input_width // 4, len(bmeta.charset) + 1]), width=0.5)
+    wide.set_weights(base.get_weights())
+    x = np.random.default_rng(1).random((3, 48, meta.input_width, 1), np.float32)
+    base_logits = keras.Model(wide.input, wide.get_layer("logits").output).predict(x, verbose=0)
+    site_logits = keras.Model(model.input, model.get_layer("logits").output).predict(x, verbose=0)
+    cols = [bmeta.charset.index(c) for c in meta.charset] + [len(bmeta.charset)]
+    np.testing.assert_allclose(site_logits, base_logits[..., cols], rtol=1e-5, atol=1e-5)

@@ -46,6 +46,11 @@ RARE = 5  # a character seen fewer times than this in training is flagged
 BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
 # Layers of the default model's trunk (training/models.py); copied when fine-tuning.
 TRUNK = ("stem", "sep2a", "sep2b", "sep3a", "sep3b", "sep4a", "sep4b", "collapse")
+# Layers after the trunk that read the column sequence (the general architecture's): copied
+# too when the new model has them with the same shapes.
+SEQUENCE = ("context", "context2")
+STEM_FILTERS = {"general": 24}  # stem filters at width 1 (the others': 32)
+CTC_ARCHS = ("ctc", "general")
 
 
 @dataclass
@@ -125,7 +130,7 @@ def plan(cfg: RetrainConfig, images: list[np.ndarray], texts: list[str]) -> Plan
         # CTC even for one length: its classifier is shared by every position, which on
         # small sets generalizes far better than one head per position (bench/results/retrain.md).
         arch = "ctc"
-    elif arch != "ctc" and lo != hi:
+    elif arch not in CTC_ARCHS and lo != hi:
         raise DataError(
             f"the labels have different lengths ({_lengths_text(counts)}), but a fixed-length "
             f"model (--arch {arch}) reads one length. Use --arch ctc (or --arch auto) for "
@@ -141,14 +146,14 @@ def plan(cfg: RetrainConfig, images: list[np.ndarray], texts: list[str]) -> Plan
         width, height = cfg.input_size
         if width % 8 or height % 8:
             raise DataError(f"--input {width}x{height}: width and height must be multiples of 8")
-    if arch == "ctc" and width // 4 < 2 * hi + 1:  # room for a blank between repeated characters
+    if arch in CTC_ARCHS and width // 4 < 2 * hi + 1:  # room for a blank between repeated characters
         need = int(math.ceil((2 * hi + 1) * 4 / 8.0)) * 8
         if cfg.input_size or need > MAX_WIDTH:
             raise DataError(f"labels of up to {hi} characters need an input at least {need} pixels "
                             f"wide for CTC ({width} here)")
         width = need
     return Plan(charset=charset, min_len=lo, max_len=hi, length_counts=counts, arch=arch,
-                decoding="ctc_greedy" if arch == "ctc" else "fixed", input_width=width,
+                decoding="ctc_greedy" if arch in CTC_ARCHS else "fixed", input_width=width,
                 input_height=height, typical_size=size, notes=notes)
 
 
@@ -159,7 +164,7 @@ def make_meta(p: Plan, name: str):
         return ModelMeta(name=name, charset=p.charset, input_height=p.input_height,
                          input_width=p.input_width, input_channels=1, decoding="ctc_greedy",
                          output_shape=[p.input_width // 4, len(p.charset) + 1], min_length=p.min_len,
-                         max_length=p.max_len, architecture="ctc").validate()
+                         max_length=p.max_len, architecture=p.arch).validate()
     return ModelMeta(name=name, charset=p.charset, input_height=p.input_height,
                      input_width=p.input_width, input_channels=1, decoding="fixed",
                      output_shape=[p.max_len, len(p.charset)], length=p.max_len,
@@ -194,11 +199,13 @@ class Init:
 
 
 def _base_dir(cfg: RetrainConfig) -> Path:
+    """--base, else the shipped general reader (it reads schemes it never saw), else the default."""
     if cfg.base:
         return Path(cfg.base)
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.contract import META_FILE
+    from captchalens.solver import DEFAULT_MODEL, GENERAL_MODEL
 
-    return DEFAULT_MODEL
+    return GENERAL_MODEL if (GENERAL_MODEL / META_FILE).is_file() else DEFAULT_MODEL
 
 
 def choose_init(cfg: RetrainConfig, meta) -> Init:
@@ -209,7 +216,7 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     from captchalens.modelfile import UnsafeModelError, load_keras
 
     base = _base_dir(cfg)
-    label = "the default model" if not cfg.base else str(base)
+    label = f"the {base.name} model" if not cfg.base else str(base)
 
     def no(reason: str) -> Init:
         if cfg.init == "finetune":
@@ -231,7 +238,7 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     names = {layer.name for layer in bmodel.layers}
     if not set(TRUNK) <= names:
         return no(f"its architecture ({bmeta.architecture or 'unknown'}) has no reusable trunk")
-    width = bmodel.get_layer("stem").filters / 32.0
+    width = bmodel.get_layer("stem").filters / STEM_FILTERS.get(bmeta.architecture, 32)
     if cfg.width_mult is not None and abs(cfg.width_mult - width) > 1e-6:
         return no(f"--width-mult {cfg.width_mult} differs from its {width:g}")
     return Init("finetune", label, str(base), bmodel, bmeta, width)
@@ -250,21 +257,44 @@ def prefers_fixed(init: Init, p: Plan) -> bool:
     return b.decoding == "fixed" and b.charset == p.charset and b.length == p.max_len
 
 
-def transfer(model, base, copy_head: bool = False) -> list[str]:
-    """Copy weights layer by layer (same name, same shapes). Heads only if copy_head."""
+def transfer(model, base, copy_head: bool = False, charsets: tuple[str, str] | None = None) -> list[str]:
+    """Copy weights layer by layer (same name, same shapes): the trunk and the sequence
+    readers; the heads only if copy_head. With charsets (base's, new model's) of two CTC
+    models, the new classifier starts as the base's restricted to the new charset: each
+    character's (and the blank's) column is copied, so fine-tuning starts from what the base
+    already reads."""
     copied = []
     base_layers = {layer.name: layer for layer in base.layers}
+    reused = TRUNK + SEQUENCE
     for layer in model.layers:
         src = base_layers.get(layer.name)
         if src is None or not layer.weights:
             continue
-        if not copy_head and not any(layer.name == t or layer.name.startswith(t + "_") for t in TRUNK):
+        if not copy_head and not any(layer.name == t or layer.name.startswith(t + "_") for t in reused):
             continue
         w = src.get_weights()
         if [a.shape for a in w] == [tuple(v.shape) for v in layer.weights]:
             layer.set_weights(w)
             copied.append(layer.name)
+    if not copy_head and charsets and "logits" in base_layers and _copy_columns(
+            base_layers["logits"], model.get_layer("logits"), *charsets):
+        copied.append("logits (columns of the characters in common)")
     return copied
+
+
+def _copy_columns(src, dst, base_charset: str, charset: str) -> bool:
+    """CTC classifiers [d, len(charset) + 1]: copy the columns of shared characters and the blank."""
+    (wk, wb), (dk, db) = src.get_weights(), dst.get_weights()
+    if wk.shape[0] != dk.shape[0] or wk.shape[1] != len(base_charset) + 1 or dk.shape[1] != len(charset) + 1:
+        return False
+    index = {c: i for i, c in enumerate(base_charset)}
+    for j, c in enumerate(charset):
+        i = index.get(c)
+        if i is not None:
+            dk[:, j], db[j] = wk[:, i], wb[i]
+    dk[:, -1], db[-1] = wk[:, -1], wb[-1]
+    dst.set_weights([dk, db])
+    return True
 
 
 # ---- training --------------------------------------------------------------------
@@ -276,8 +306,9 @@ class Validate(keras.callbacks.Callback):
     run: CTC from scratch can idle on blanks for many epochs before it reads
     anything) and restores the best."""
 
-    def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say):
+    def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say, score_start: bool = False):
         super().__init__()
+        self.score_start = score_start
         self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
         self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
         self.best = None  # (acc, -loss)
@@ -289,14 +320,26 @@ class Validate(keras.callbacks.Callback):
         if state.is_file() and (self.work / "best.weights.h5").is_file():  # resuming
             s = json.loads(state.read_text())
             self.best, self.best_epoch = tuple(s["score"]), s["epoch"]
+        elif self.score_start:
+            # The starting weights count too: a reader fine-tuned on a handful of labels must
+            # never end worse on them than it began.
+            acc, loss = self._score()
+            self.best, self.best_epoch = (round(acc, 6), -loss), -1
+            self.model.save_weights(self.work / "best.weights.h5")
+            (self.work / "best.json").write_text(json.dumps({"score": self.best, "epoch": -1}))
+            if self.say:
+                self.say(f"  start      validation {100 * acc:5.1f}% (before training)")
+
+    def _score(self) -> tuple[float, float]:
+        probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
+        answers = [t for t, _ in decode(probs, self.meta)]
+        acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
+        return acc, float(np.mean(self.loss_fn(self.y_va, probs)))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         self.last_epoch = epoch
-        probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
-        answers = [t for t, _ in decode(probs, self.meta)]
-        acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
-        loss = float(np.mean(self.loss_fn(self.y_va, probs)))
+        acc, loss = self._score()
         logs["val_captcha_acc"], logs["val_loss"] = acc, loss
         score = (round(acc, 6), -loss)
         better = self.best is None or score > self.best
@@ -319,7 +362,7 @@ class Validate(keras.callbacks.Callback):
 
 
 def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patience, seed, augment,
-        work: Path, say=None, extra_callbacks=()):
+        work: Path, say=None, extra_callbacks=(), score_start: bool = False):
     """Adam with warm-up + cosine decay over the whole run; augmentation in tf.data;
     the best epoch on the validation split is kept. Returns (epochs run, best epoch, best acc)."""
     from . import models
@@ -336,7 +379,7 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
                   metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
     csv_path = work / "log.csv"
     validate = Validate(meta, x_va.astype(np.float32) / 255.0, tf.constant(y_va), t_va, loss_fn,
-                        patience, work, say)
+                        patience, work, say, score_start)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),  # an interrupted run resumes
         validate,
@@ -427,6 +470,11 @@ def retrain(cfg: RetrainConfig):
     if cfg.arch == "auto" and prefers_fixed(init, p):
         p = plan(replace(cfg, arch="small"), images, texts)
         meta = make_meta(p, name)
+    elif cfg.arch == "auto" and init.mode == "finetune" and init.base_meta.architecture == "general":
+        # The general reader's own architecture, so its every layer carries over (its column
+        # readers, and its classifier for the characters this site uses).
+        p = plan(replace(cfg, arch="general"), images, texts)
+        meta = make_meta(p, name)
     init.settle(meta)
     tr, va = split(len(texts), report.keys, cfg.val_share, cfg.split_seed)  # by content: copies never straddle it
     if len(va) == 0:  # tiny folders: hold back at least one captcha
@@ -480,7 +528,10 @@ def retrain(cfg: RetrainConfig):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM
-    copied = transfer(model, init.base_model, init.copy_head) if init.mode == "finetune" else []
+    ctc_pair = (init.mode == "finetune" and meta.decoding == init.base_meta.decoding == "ctc_greedy")
+    copied = (transfer(model, init.base_model, init.copy_head,
+                       (init.base_meta.charset, meta.charset) if ctc_pair else None)
+              if init.mode == "finetune" else [])
     init.base_model = None
     work = Path(str(out) + ".work")
     fingerprint = _fingerprint(meta.to_json(), report.files, texts, cfg.seed, cfg.split_seed,
@@ -492,7 +543,7 @@ def retrain(cfg: RetrainConfig):
     epochs_run, best_epoch, best_acc = fit(
         model, meta, x[tr], y[tr], x[va], y[va], t_va, epochs=sched["epochs"], batch=sched["batch"],
         lr=sched["lr"], patience=sched["patience"], seed=cfg.seed, augment=cfg.augment, work=work,
-        say=say, extra_callbacks=cfg.extra_callbacks)
+        say=say, extra_callbacks=cfg.extra_callbacks, score_start=any(c.startswith("logits") for c in copied))
 
     # Final figures on the validation split, through the solver's own decoding.
     probs = model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0)
@@ -511,7 +562,7 @@ def retrain(cfg: RetrainConfig):
         "skipped": {"unreadable": len(report.unreadable), "bad_label": len(report.bad_label),
                     "not_images": len(report.not_images)},
         "length_counts": {str(k): v for k, v in p.length_counts.items()},
-        "split": {"method": "sha1(seed:file name) < val_share", "val_share": cfg.val_share,
+        "split": {"method": "sha1(seed:sha256 of the image's pixels) < val_share", "val_share": cfg.val_share,
                   "seed": cfg.split_seed, "train": int(len(tr)), "val": int(len(va))},
         "seed": cfg.seed,
         "init": {"mode": init.mode, "base": init.base, "layers_copied": len(copied),
