@@ -92,6 +92,9 @@ async function onFieldChange(event) {
   }, SAVED_NOTE_MS);
 }
 
+/** The name of the automatic reader, as the host lists it (captchalens/auto.py AUTO_NAME). */
+const AUTO_MODEL = 'auto';
+
 /**
  * Fill the model lists from the extension's index (and the host's, when known).
  * @param {Object|null} index  models/index.json
@@ -102,9 +105,16 @@ function fillModels(index, hostNames = []) {
   const current = select.value;
   const names = new Set(index ? index.models.map((m) => m.name) : []);
   select.textContent = '';
-  select.appendChild(new Option(`Default${index ? ` (${index.default})` : ''}`, ''));
+  const auto = index && index.auto;  // the reader for sites without a model (captchalens/auto.py)
+  select.appendChild(new Option(auto ? `Automatic (${auto.first} when sure, else ${auto.then})`
+    : `Default${index ? ` (${index.default})` : ''}`, ''));
+  if (auto) {
+    names.add(AUTO_MODEL);  // the host's "auto" is the same reader: not listed twice
+  }
   for (const name of names) {
-    select.appendChild(new Option(`${name} (in your browser)`, name));
+    if (name !== AUTO_MODEL) {
+      select.appendChild(new Option(`${name} (in your browser)`, name));
+    }
   }
   for (const name of hostNames) {
     if (!names.has(name)) {
