@@ -73,3 +73,40 @@ def save_rule(rule: AutoRule, path: str | os.PathLike = RULE_FILE) -> Path:
     tmp.write_text(json.dumps(rule.to_json(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+class AutoSolver:
+    """The "auto" reader in Python, with the Solver's solve_pixels/solve_images: each image is
+    answered by `first` when it is sure enough, else by `then` (and says which did).
+
+        AutoSolver.shipped().solve_pixels(images)   # [Answer], .model = "default" | "general"
+    """
+
+    def __init__(self, rule: AutoRule, first_dir: str | os.PathLike, then_dir: str | os.PathLike):
+        from .solver import get_solver
+
+        self.rule = rule
+        self.first, self.then = get_solver(first_dir), get_solver(then_dir)
+
+    @classmethod
+    def shipped(cls) -> "AutoSolver":
+        """Over the package's own models; ContractError when it holds no rule."""
+        from .solver import PACKAGE_MODELS
+
+        rule = load_rule()
+        if rule is None:
+            raise ContractError(f"{RULE_FILE} is missing: this package has no automatic reader")
+        return cls(rule, PACKAGE_MODELS / rule.first, PACKAGE_MODELS / rule.then)
+
+    def solve_named(self, images: list) -> list[tuple[str, float, str]]:
+        """RGBA uint8 images -> (text, confidence, name of the model that answered) each."""
+        first = self.first.solve_images(images)
+        unsure = [i for i, (_, c) in enumerate(first) if not self.rule.first_stands(c)]
+        out = [(t, c, self.rule.first) for t, c in first]
+        if unsure:
+            for i, (t, c) in zip(unsure, self.then.solve_images([images[i] for i in unsure])):
+                out[i] = (t, c, self.rule.then)
+        return out
+
+    def solve_images(self, images: list) -> list[tuple[str, float]]:
+        return [(t, c) for t, c, _ in self.solve_named(images)]

@@ -22,7 +22,8 @@ def register(sub) -> None:
                                    "named on stderr and skipped (exit code 1).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     p.add_argument("--model", default=None, help="model folder (default: the shipped model, or "
-                                                 "$CAPTCHALENS_MODEL)")
+                                                 "$CAPTCHALENS_MODEL); 'auto': the shipped default "
+                                                 "model when it is sure, else the general reader")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per line: {"path": ..., "text": ..., "confidence": ...}')
     p.add_argument("--engine", choices=["tf", "tfjs"], default="tf",
@@ -44,6 +45,10 @@ def run(args) -> int:
             return [(r["text"], float(r["confidence"]))
                     for r in run_node(model, images, probs=False)["results"]]
         chunk = TFJS_CHUNK
+    elif args.model == "auto":
+        from .auto import AutoSolver
+
+        solve, chunk = AutoSolver.shipped().solve_images, STREAM_CHUNK
     else:
         from .solver import get_solver
 

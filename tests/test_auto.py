@@ -72,3 +72,19 @@ def test_no_auto_reader_for_models_the_user_named(tmp_path, default_model_dir, t
     assert "auto" not in registry.names() and registry.default == "default"
     missing = Registry([default_model_dir], fixed_source="package", rule_file=rule).reload()
     assert "auto" not in missing.names() and missing.default == "default"  # its second model is absent
+
+
+@pytest.mark.parametrize("sure", [0.0, 0.5, 1.0])
+def test_the_python_auto_solver_answers_each_image_with_the_model_the_rule_picks(default_model_dir, tiny_model,
+                                                                                 sure):
+    from captchalens.auto import AutoSolver
+    from captchalens.solver import get_solver
+    from captchalens.training.generate import GenSpec, generate
+
+    images, _ = generate(GenSpec(width=(100, 220), height=(40, 80)), 24, seed=5, workers=1, progress=False)
+    got = AutoSolver(AutoRule("default", "tiny", sure), default_model_dir, tiny_model).solve_named(images)
+    first, then = get_solver(default_model_dir).solve_images(images), get_solver(tiny_model).solve_images(images)
+    for (text, conf, name), f, t in zip(got, first, then):
+        assert (name, (text, conf)) == (("default", f) if f[1] >= sure else ("tiny", t))
+    if sure in (0.0, 1.0):  # the two ends: one model answers everything
+        assert {n for _, _, n in got} == {"default" if sure == 0.0 else "tiny"}
