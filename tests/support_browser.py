@@ -238,6 +238,26 @@ def wait_storage(sw, values: dict, timeout_ms: int = 5000) -> None:
         raise AssertionError(f"storage never held {values}: {get_storage(sw, list(values))}")
 
 
+def wait_site_memory(sw, site: str, values: dict, timeout_ms: int = 5000) -> None:
+    """Wait until the memory of one site (storage "sites"[site]) holds these values (the rest of it,
+    such as its solve count and time, may be anything); a storage.onChanged listener, not polling."""
+    ok = sw.evaluate("""([site, want, timeoutMs]) => new Promise((resolve) => {
+        const same = (m) => Object.keys(want).every((k) => JSON.stringify(m[k]) === JSON.stringify(want[k]));
+        const timer = setTimeout(() => { chrome.storage.onChanged.removeListener(check); resolve(false); }, timeoutMs);
+        async function check() {
+            if (same(((await chrome.storage.local.get('sites')).sites || {})[site] || {})) {
+                clearTimeout(timer);
+                chrome.storage.onChanged.removeListener(check);
+                resolve(true);
+            }
+        }
+        chrome.storage.onChanged.addListener(check);
+        check();
+    })""", [site, values, timeout_ms])
+    if not ok:
+        raise AssertionError(f"the memory of {site} never held {values}: {get_storage(sw, 'sites')}")
+
+
 def reset_storage(sw) -> None:
     """A fresh start between tests: options, memory, tokens, queue, and the session's solves and counts."""
     sw.evaluate("() => Promise.all([chrome.storage.local.clear(), chrome.storage.session.clear()])")
@@ -255,6 +275,25 @@ def captcha(seed: int, index: int = 0, size: tuple[int, int] = CAPTCHA_SIZE):
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue(), label, np.asarray(im.convert("RGBA"), dtype=np.uint8)
+
+
+@dataclass
+class FreshCaptchas:
+    """A route serving a new captcha on every request, as sites do; keeps what it served."""
+
+    seed: int
+    size: tuple[int, int] = CAPTCHA_SIZE
+    served: list = field(default_factory=list)  # (label, RGBA array) per request, in order
+
+    def __call__(self, req: "Request") -> tuple[int, dict, bytes]:
+        data, label, rgba = captcha(self.seed, len(self.served), self.size)
+        self.served.append((label, rgba))
+        return 200, {"Content-Type": "image/png", "Cache-Control": "no-store"}, data
+
+    @property
+    def last(self):
+        """(label, RGBA) of the captcha served last (the one the page shows)."""
+        return self.served[-1]
 
 
 def fnv1a(data: bytes) -> str:

@@ -6,7 +6,7 @@
  *      (options: browser / host / auto = browser, host when unsure or failing);
  *   3. show the answer under the captcha and type it into its input; keep the
  *      pixels solved for the one correction the note may send (solves.js);
- *   4. remember the site's image and input.
+ *   4. remember the site's image, and the input once the user accepts or picks it.
  * Every step reports a clear message in the page when it fails.
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
@@ -17,6 +17,10 @@
 /** Context menu item ids. */
 const MENU_IMAGE = 'solve-captcha-image';
 const MENU_PAGE = 'solve-captcha-page';
+/** How long after a solve the box the user accepts or picks is still remembered. */
+const BOX_WATCH_MS = 5 * 60 * 1000;
+/** Each wait for it is one call into the page at most this long (each call keeps the worker awake). */
+const BOX_POLL_MS = 20 * 1000;
 
 /**
  * The context menu's handler ("Solve captcha" on an image, "Solve captcha on
@@ -163,8 +167,12 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     lowConfidence,
   });
   clearToolbarNote(req.tabId);
-  if (settings.rememberSites && shown.filled && where.site) {
-    await rememberSite(where.site, { image: read.selector, input: shown.inputSelector, model: answer.model });
+  if (settings.rememberSites && where.site) {
+    if (shown.filled) {
+      // the image the user asked about; the box only once the user accepts or picks it (watchBox)
+      await rememberSite(where.site, { image: read.selector, input: '', model: answer.model });
+    }
+    watchBox(target, where.site, solveId, read.selector);
   }
   return {
     ok: true,
@@ -179,12 +187,41 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     pixelsHash: pixelsHash(rgba),
     filled: shown.filled,
     inputSelector: shown.inputSelector,
+    asked: shown.asked,
     imageSelector: read.selector,
     site: where.site,
     solveId,
     message: shown.message,
     ms: performance.now() - t0,
   };
+}
+
+/**
+ * Remember the box the user accepts (sends the form with the answer in it) or picks in the note
+ * for this solve, for as long as the page keeps the solve (at most BOX_WATCH_MS). Not awaited:
+ * the solve's result does not wait for the user.
+ * @param {{tabId: number, frameIds: number[]}} target
+ * @param {string} site
+ * @param {string} solveId
+ * @param {string} image  the captcha's selector
+ * @returns {Promise<void>}
+ */
+async function watchBox(target, site, solveId, image) {
+  const until = Date.now() + BOX_WATCH_MS;
+  while (Date.now() < until) {
+    let event;
+    try {
+      event = await callPage(target, 'waitBox', { solveId, timeoutMs: Math.min(BOX_POLL_MS, until - Date.now()) });
+    } catch (e) {
+      return; // the page was closed or navigated away
+    }
+    if (!event || event.gone) {
+      return;
+    }
+    if (event.box && (await loadSettings()).rememberSites) {
+      await rememberSite(site, { image, input: event.box });
+    }
+  }
 }
 
 /**

@@ -85,7 +85,7 @@
   }
 
   /**
-   * Messages from the note: its size, and "close". Only from the note's own frame
+   * Messages from the note: its size, "close", and the box the user picks or points at. Only from the note's own frame
    * (event.source cannot be faked by the page) and the extension's origin.
    * @param {MessageEvent} event
    */
@@ -94,8 +94,13 @@
         !event.data || event.data.captchalensNote !== true) {
       return;
     }
+    const box = Number.isInteger(event.data.box) ? event.data.box : -1;
     if (event.data.type === 'close') {
       removeOverlay();
+    } else if (event.data.type === 'pick' && current.handlers.pick && box >= 0) {
+      current.handlers.pick(box); // the note sends it only on the user's own click
+    } else if (event.data.type === 'hover' && current.handlers.hover) {
+      current.handlers.hover(box);
     } else if (event.data.type === 'size') {
       const width = Math.min(Math.max(Number(event.data.width) || 0, 40), 600);
       const height = Math.min(Math.max(Number(event.data.height) || 0, 20), 400);
@@ -116,9 +121,14 @@
    * @param {string} [view.message]  a note or an error
    * @param {string} [view.level]  'error' | 'warn' | 'info'
    * @param {string} [view.solveId]  the solve a correction is for; the box is shown only with it
+   * @param {Array<string>} [view.boxes]  names of the boxes the user may pick for the answer
+   * @param {number} [view.filled]  which of them holds the answer (-1: none)
+   * @param {boolean} [view.ask]  the note asks the user to pick the box
    * @param {Element|null} [avoid]  an element the note must not cover (the filled input)
+   * @param {{pick?: function(number), hover?: function(number)}} [handlers]  the user picked a box,
+   *        or points at one (-1: none)
    */
-  function showOverlay(anchor, view, avoid = null) {
+  function showOverlay(anchor, view, avoid = null, handlers = {}) {
     removeOverlay();
     const host = document.createElement('div');
     host.id = OVERLAY_ID;
@@ -136,7 +146,7 @@
     host.style.setProperty('display', 'block', 'important');
     host.style.setProperty('visibility', 'hidden', 'important');
     document.documentElement.appendChild(host);
-    current = { host, frame, anchor, avoid };
+    current = { host, frame, anchor, avoid, handlers };
     place(host, anchor, avoid);
     host.style.removeProperty('visibility');
   }

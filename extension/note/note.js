@@ -11,8 +11,10 @@
  * one correction per solve.
  *
  * What to show comes in the address's fragment: #<JSON of {text, confidence,
- * source, message, level, solveId}>. The note tells its frame's owner (the
- * content script) its size and when to close; it listens to no message.
+ * source, message, level, solveId, boxes, filled, ask}>. The note tells its
+ * frame's owner (the content script) its size, when to close, and which box
+ * the user picks for the answer (on the user's own click) or points at; it
+ * listens to no message.
  */
 /* global MESSAGE */
 'use strict';
@@ -182,6 +184,51 @@ function wireCorrection(solveId) {
   });
 }
 
+/**
+ * The boxes the answer may go into: which one holds it, "Wrong box?", and one button per box
+ * (a click, the user's own, asks the content script to type the answer there).
+ * @param {{boxes: string[], filled: number, ask: boolean}} view
+ */
+function wireBoxes(view) {
+  const names = view.boxes.map(String);
+  const filled = Number.isInteger(view.filled) ? view.filled : -1;
+  const choices = part('box-choices');
+  for (const [index, name] of names.entries()) {
+    if (index === filled) {
+      continue;
+    }
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.dataset.cl = 'box';
+    button.textContent = name;
+    button.title = 'Type the answer into this box';
+    button.addEventListener('click', (event) => {
+      if (event.isTrusted) {
+        tellOwner({ type: 'pick', box: index });
+      }
+    });
+    button.addEventListener('mouseenter', () => tellOwner({ type: 'hover', box: index }));
+    button.addEventListener('mouseleave', () => tellOwner({ type: 'hover', box: -1 }));
+    choices.appendChild(button);
+  }
+  const status = part('box-status');
+  const wrong = part('wrong-box');
+  if (filled >= 0) {
+    status.textContent = `Typed into "${names[filled]}".`;
+    wrong.hidden = false;
+    wrong.addEventListener('click', () => {
+      choices.hidden = !choices.hidden;
+      reportSize();
+    });
+  } else if (view.ask) {
+    status.textContent = 'Type it into:';
+    choices.hidden = false;
+  } else {
+    return;
+  }
+  part('boxes').hidden = false;
+}
+
 /** Fill the note from its view and wire its buttons. */
 function init() {
   const view = readView();
@@ -205,6 +252,9 @@ function init() {
     message.textContent = String(view.message);
     message.className = `message ${['error', 'warn'].includes(view.level) ? view.level : 'info'}`;
     message.hidden = false;
+  }
+  if (Array.isArray(view.boxes) && (view.boxes.length > 1 || view.ask)) {
+    wireBoxes(view); // a single box filled needs no words
   }
   if (typeof view.solveId === 'string' && view.solveId) {
     wireCorrection(view.solveId);

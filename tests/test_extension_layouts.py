@@ -1,0 +1,265 @@
+"""The extension on real page layouts: the answer goes into the right box, or the note asks.
+
+Each test serves a layout on a loopback port with a new captcha per request (as sites do),
+grants the tab the way a user does (toolbar button: activeTab) and calls the context menu's
+own handler (`self.solveFromMenu`), the shortcut's (`self.solveActiveTab`) or clicks in the
+note and the options page. The answer is checked in the box it belongs in, and the other
+boxes keep what the user typed.
+
+Per-layout results (right answers in the right box / solves) and the median time from the
+menu click to the filled box are printed (run with -s to see them).
+"""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from playwright.sync_api import expect
+
+import support_browser as sb
+from test_extension_e2e import agreed, browser, open_page, overlay, page, setup, sw  # noqa: F401 (fixtures)
+
+ROUNDS = 4  # fresh captchas solved per layout
+LAYOUT_CSS = "<style>label{display:block;margin:6px 0} .box{margin:8px 0}</style>"
+EMAIL = "someone@example.com"
+
+
+def report(name: str, right: int, total: int, times_ms: list[float]) -> None:
+    print(f"\nlayout {name}: {right}/{total} right in the right box; "
+          f"median {statistics.median(times_ms):.0f} ms from the menu to the filled box")
+
+
+def solve_rounds(setup, browser, sw, page, server, captchas, path, fill_first=None, right_box="#code",
+                 others=None):
+    """Load the layout ROUNDS times (a new captcha each time), let the user type into fill_first
+    ({selector: text}), solve from the image's menu: the answer must be in right_box, the other
+    boxes unchanged. Returns (right, total, times)."""
+    right = 0
+    times = []
+    for _ in range(ROUNDS):
+        open_page(browser, page, server, path)
+        for selector, text in (fill_first or {}).items():
+            page.fill(selector, text)
+        result = sb.solve_from_menu(sw, page, page.evaluate("document.querySelector('#cap').src"))
+        label, rgba = captchas.last
+        assert result["ok"] and result["filled"] and not result["asked"], result
+        assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the extension read other pixels than the page shows"
+        want = agreed(setup, rgba, label, result["text"])
+        expect(page.locator(right_box)).to_have_value(want)
+        for selector, text in {**(others or {}), **(fill_first or {})}.items():
+            expect(page.locator(selector)).to_have_value(text)
+        right += want == label
+        times.append(result["ms"])
+    return right, ROUNDS, times
+
+
+def solve_layout(setup, browser, sw, page, server, captchas, before=None):
+    """Open the layout (a new captcha), let the user act on it (before(page)), right-click the
+    captcha, Solve captcha: (the result, the answer TF gives for the pixels shown)."""
+    open_page(browser, page, server)
+    if before:
+        before(page)
+    result = sb.solve_from_menu(sw, page, server.url("/cap.png"))
+    assert result["ok"], result
+    label, rgba = captchas.last
+    return result, agreed(setup, rgba, label, result["text"])
+
+
+def site_memory(sw) -> dict:
+    return sb.get_storage(sw, "sites").get("sites", {}).get("127.0.0.1", {})
+
+
+def record_remembered_boxes(sw) -> None:
+    """From now on, list every box the site's memory takes (self.rememberedBoxes in the worker)."""
+    sw.evaluate("""() => {
+        self.rememberedBoxes = [];
+        if (self.boxRecorder) { chrome.storage.onChanged.removeListener(self.boxRecorder); }
+        self.boxRecorder = (changes) => {
+            const site = changes.sites && changes.sites.newValue && changes.sites.newValue['127.0.0.1'];
+            const old = changes.sites && changes.sites.oldValue && changes.sites.oldValue['127.0.0.1'];
+            if (site && site.input && (!old || old.input !== site.input)) { self.rememberedBoxes.push(site.input); }
+        };
+        chrome.storage.onChanged.addListener(self.boxRecorder);
+    }""")
+
+
+def remembered_boxes(sw) -> list:
+    return sw.evaluate("self.rememberedBoxes")
+
+
+def wait_remembered(sw, selector: str) -> None:
+    """Wait until the site's memory holds this box."""
+    sb.wait_site_memory(sw, "127.0.0.1", {"input": selector})
+
+
+# ---- the issue's two failing layouts -------------------------------------------------------
+def test_email_box_before_the_image_is_never_filled_nor_remembered(setup, browser, sw, page):
+    """<label>E-mail <input name=mail></label><img><label>Code <input></label>, labels display:block,
+    the e-mail typed in: the answer goes into Code; only the box the user accepts is remembered,
+    and a later page of the site fills its name=captcha box, not the e-mail box."""
+    captchas = sb.FreshCaptchas(seed=101)
+    login = (LAYOUT_CSS + "<form><label>E-mail <input name=mail id=mail></label><img id=cap src='/cap.png'>"
+             "<label>Code <input id=code></label></form>")
+    later = (LAYOUT_CSS + "<form><label>E-mail <input name=mail id=mail2></label><img id=cap src='/cap.png'>"
+             "<input name=captcha id=captcha2></form>")
+    routes = {"/": sb.html(sb.page_html("login", login)), "/later": sb.html(sb.page_html("later", later)),
+              "/cap.png": captchas}
+    record_remembered_boxes(sw)
+    with sb.serving(routes) as server:
+        right, total, times = solve_rounds(setup, browser, sw, page, server, captchas, "/",
+                                           fill_first={"#mail": EMAIL}, right_box="#code")
+        report("e-mail box before the image", right, total, times)
+        assert site_memory(sw)["image"] == "#cap"
+        page.press("#code", "Enter")  # the user sends the form: the box is accepted
+        wait_remembered(sw, "#code")
+
+        right, total, times = solve_rounds(setup, browser, sw, page, server, captchas, "/later",
+                                           fill_first={"#mail2": EMAIL}, right_box="#captcha2")
+        report("a later page of the same site (name=captcha)", right, total, times)
+    assert remembered_boxes(sw) == ["#code"], "only the box the user accepted is remembered"
+
+
+def test_image_above_a_form_with_account_password_and_code(setup, browser, sw, page):
+    captchas = sb.FreshCaptchas(seed=102)
+    body = ("<div class=box><img id=cap src='/cap.png'></div>"
+            "<form onsubmit='event.preventDefault()'><input name=account id=account placeholder='Account'>"
+            "<input type=password name=password id=password placeholder='Password'>"
+            "<input name=code id=code placeholder='Code'><button>Sign in</button></form>")
+    with sb.serving({"/": sb.html(sb.page_html("account", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        right, total, times = solve_rounds(setup, browser, sw, page, server, captchas, "/",
+                                           fill_first={"#account": "alice", "#password": "secret"},
+                                           right_box="#code")
+        report("image in a div above account/password/code", right, total, times)
+        page.click("text=Sign in")  # accepted: the user's own click on the form's button
+        wait_remembered(sw, "#code")
+
+
+def test_email_box_typed_into_the_options_is_still_not_filled(setup, browser, sw, page):
+    """Memory from elsewhere (here the user typed the e-mail box's selector into the Sites table)
+    never makes CaptchaLens type into a box that says e-mail."""
+    captchas = sb.FreshCaptchas(seed=103)
+    body = (LAYOUT_CSS + "<form><label>E-mail <input name=mail id=mail></label><img id=cap src='/cap.png'>"
+            "<label>Code <input id=code></label></form>")
+    with sb.serving({"/": sb.html(sb.page_html("login", body)), "/cap.png": captchas}) as server:
+        open_page(browser, page, server)
+        assert sb.solve_from_menu(sw, page, server.url("/cap.png"))["ok"]
+        page.press("#code", "Enter")
+        wait_remembered(sw, "#code")
+        options = browser.ctx.new_page()
+        try:
+            options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+            expect(options.locator("body")).to_have_attribute("data-ready", "true")
+            box = options.get_by_label("input selector for 127.0.0.1")
+            box.fill('input[name="mail"]')
+            box.dispatch_event("change")
+            wait_remembered(sw, 'input[name="mail"]')
+        finally:
+            options.close()
+        right, total, times = solve_rounds(setup, browser, sw, page, server, captchas, "/",
+                                           fill_first={"#mail": EMAIL}, right_box="#code")
+        report("a remembered e-mail box", right, total, times)
+
+
+# ---- unsure: the note asks; "Wrong box?" ------------------------------------------------------
+def test_two_unnamed_boxes_the_note_asks_and_remembers_the_pick(setup, browser, sw, page):
+    captchas = sb.FreshCaptchas(seed=104)
+    body = "<form><img id=cap src='/cap.png'><input id=first_box><input id=second_box></form>"
+    with sb.serving({"/": sb.html(sb.page_html("two boxes", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas)
+        assert result["asked"] and not result["filled"], result
+        expect(overlay(page, "message", result["solveId"])).to_contain_text("not sure which box")
+        expect(page.locator("#first_box")).to_have_value("")
+        expect(page.locator("#second_box")).to_have_value("")
+        # the user points at a box's name (the page's box is outlined), then clicks it
+        choice = sb.note_frame(page, result["solveId"]).locator("[data-cl=box]", has_text="second_box")
+        choice.hover()
+        expect(page.locator("#second_box")).to_have_css("outline-style", "solid")
+        choice.click()
+        expect(page.locator("#second_box")).to_have_value(want)
+        expect(page.locator("#first_box")).to_have_value("")
+        expect(page.locator("#second_box")).not_to_have_css("outline-style", "solid")
+        wait_remembered(sw, "#second_box")
+        expect(overlay(page, "box-status")).to_have_text('Typed into "second_box".')
+
+        # the next captcha of the site (page reloaded): the picked box, without asking
+        open_page(browser, page, server)
+        tab = sb.tab_of(sw, page)
+        again = sw.evaluate("(tab) => self.solveActiveTab(tab, 'shortcut')", tab)
+        assert again["ok"] and again["filled"] and not again["asked"], again
+        label, rgba = captchas.last
+        expect(page.locator("#second_box")).to_have_value(agreed(setup, rgba, label, again["text"]))
+        expect(page.locator("#first_box")).to_have_value("")
+
+
+def test_wrong_box_moves_the_answer_and_the_memory(setup, browser, sw, page):
+    """The chooser is sure of the box labelled Code, but the captcha's box is the other one:
+    "Wrong box?" in the note moves the answer there, and the site remembers that box."""
+    captchas = sb.FreshCaptchas(seed=105)
+    body = ("<form><img id=cap src='/cap.png'><label>Code <input id=promo></label>"
+            "<label>Type what you see <input id=real></label></form>")
+    with sb.serving({"/": sb.html(sb.page_html("wrong box", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas)
+        assert result["filled"] and result["inputSelector"] == "#promo", result
+        expect(page.locator("#promo")).to_have_value(want)
+        note = sb.note_frame(page, result["solveId"])
+        expect(note.locator("[data-cl=box-status]")).to_have_text('Typed into "Code".')
+        expect(note.locator("[data-cl=box]")).to_be_hidden()
+        note.locator("[data-cl=wrong-box]").click()
+        note.locator("[data-cl=box]", has_text="Type what you see").click()
+        expect(page.locator("#real")).to_have_value(want)
+        expect(page.locator("#promo")).to_have_value("")
+        wait_remembered(sw, "#real")
+
+
+def test_a_box_holding_the_users_text_is_not_overwritten(setup, browser, sw, page):
+    captchas = sb.FreshCaptchas(seed=106)
+    body = "<form><img id=cap src='/cap.png'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("typed", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas,
+                                    before=lambda p: p.fill("#answer", "my guess"))
+        assert not result["filled"] and result["asked"], result
+        expect(page.locator("#answer")).to_have_value("my guess")
+        expect(overlay(page, "message", result["solveId"])).to_contain_text("holds text you typed")
+        # the user's own choice may replace it
+        sb.note_frame(page, result["solveId"]).locator("[data-cl=box]", has_text="captcha").click()
+        expect(page.locator("#answer")).to_have_value(want)
+
+
+def test_scripted_events_neither_pick_nor_accept_a_box(setup, browser, sw, page):
+    """The page cannot choose the box CaptchaLens remembers: its own Enter keys, clicks and
+    submits (not isTrusted), and messages it posts as if from the note, count for nothing."""
+    captchas = sb.FreshCaptchas(seed=107)
+    body = ("<form id=f onsubmit='event.preventDefault()'><img id=cap src='/cap.png'><input id=first_box>"
+            "<input id=second_box><button id=go>Go</button></form>")
+    with sb.serving({"/": sb.html(sb.page_html("scripted", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        open_page(browser, page, server)
+        result = sb.solve_from_menu(sw, page, server.url("/cap.png"))
+        assert result["ok"] and result["asked"], result
+        record_remembered_boxes(sw)
+        page.evaluate("""() => {
+            const box = document.getElementById('first_box');
+            box.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+            document.getElementById('go').click();
+            document.getElementById('f').requestSubmit();
+            window.postMessage({captchalensNote: true, type: 'pick', box: 0}, '*');
+            for (let i = 0; i < window.frames.length; i++) { window.frames[i].postMessage({captchalensNote: true, type: 'pick', box: 0}, '*'); }
+        }""")
+        expect(page.locator("#first_box")).to_have_value("")
+        # a real pick afterwards is remembered: nothing scripted came before it
+        sb.note_frame(page, result["solveId"]).locator("[data-cl=box]", has_text="second_box").click()
+        wait_remembered(sw, "#second_box")
+        assert remembered_boxes(sw) == ["#second_box"]
+        page.press("#second_box", "Enter")  # the user's own Enter after the pick changes nothing
+        expect(page.locator("#first_box")).to_have_value("")
+
+
+@pytest.mark.parametrize("kind", ["email", "password", "tel", "search"])
+def test_boxes_whose_type_says_otherwise_are_never_offered(setup, browser, sw, page, kind):
+    captchas = sb.FreshCaptchas(seed=108)
+    body = f"<form><img id=cap src='/cap.png'><input id=other type={kind} name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html(kind, body)), "/cap.png": captchas}) as server:
+        open_page(browser, page, server)
+        result = sb.solve_from_menu(sw, page, server.url("/cap.png"))
+    assert result["ok"] and not result["filled"] and not result["asked"], result
+    expect(overlay(page, "message", result["solveId"])).to_contain_text("No input found")
+    expect(page.locator("#other")).to_have_value("")
