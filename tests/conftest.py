@@ -43,3 +43,12 @@ def random_model(tmp_path_factory) -> Path:
     from support_host import untrained_model
 
     return untrained_model(tmp_path_factory.mktemp("random-model") / "random")
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory) -> Path:
+    """$CAPTCHALENS_HOME in a fresh folder, for one test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("home")
+        mp.setenv("CAPTCHALENS_HOME", str(folder))
+        yield folder

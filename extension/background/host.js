@@ -1,9 +1,10 @@
 /**
  * Client of the CaptchaLens local host (native_host/, HTTP on 127.0.0.1).
  * Only the background talks to the host; every request has a timeout, and a
- * host that is not running gives one clear message.
+ * host that is not running gives one clear message. Solves and samples go through
+ * native messaging first when the user turned it on (native.js), then HTTP.
  */
-/* global loadSettings, isLoopbackUrl, STATE_KEYS, HOST_DOWN_HINT */
+/* global loadSettings, isLoopbackUrl, STATE_KEYS, HOST_DOWN_HINT, nativeEnabled, nativeCall, bytesToBase64 */
 /* exported HostError, hostHealth, hostModels, hostSolve, hostSample, hostPairStart, hostPairConfirm, hostPaired,
             hostSetToken, HOST_TIMEOUT_MS */
 
@@ -187,20 +188,52 @@ function hostModels() {
  * @param {string} [model]  model name on the host ('' = its default)
  * @returns {Promise<{text: string, confidence: number, model: string, ms: number}>}
  */
-function hostSolve(png, model) {
+async function hostSolve(png, model) {
   const query = model ? `?model=${encodeURIComponent(model)}` : '';
-  return hostRequest(`/solve${query}`, { method: 'POST', body: png, type: 'image/png' });
+  return preferNative('solve', async () => ({ image: bytesToBase64(new Uint8Array(await png.arrayBuffer())),
+    model: model || null }),
+  () => hostRequest(`/solve${query}`, { method: 'POST', body: png, type: 'image/png' }));
+}
+
+/**
+ * Native messaging when it is on, else (or when its host cannot be reached) HTTP. An answer
+ * of the native host, even a refusal, is final: HTTP runs the same operation (service.py).
+ * @param {string} type  the native request type
+ * @param {function(): Promise<Object>} nativeData  its data
+ * @param {function(): Promise<Object>} http  the same request over HTTP
+ * @returns {Promise<Object>}
+ * @throws {HostError}
+ */
+async function preferNative(type, nativeData, http) {
+  if (!(await nativeEnabled())) {
+    return http();
+  }
+  let nativeError;
+  try {
+    return await nativeCall(type, await nativeData());
+  } catch (e) {
+    if (!e.down) {
+      throw new HostError(e.message, { status: e.status });
+    }
+    nativeError = e;
+  }
+  try {
+    return await http();
+  } catch (e) {
+    throw new HostError(`${nativeError.message} Over HTTP: ${e.message}`,
+      { down: e.down, status: e.status, unpaired: e.unpaired });
+  }
 }
 
 /**
  * POST /samples: one labelled captcha for retraining.
  * @param {{image: string, text: string, site?: string, model?: string}} sample  image = PNG data URL
- * @returns {Promise<{saved: string, count: number}>}
+ * @returns {Promise<{saved: string, count: number}>}  (native messaging needs no pairing)
  */
 function hostSample(sample) {
-  return hostRequest('/samples', {
+  return preferNative('samples', async () => sample, () => hostRequest('/samples', {
     method: 'POST', body: JSON.stringify(sample), type: 'application/json', token: true,
-  });
+  }));
 }
 
 /** How a pairing code looks: 6 digits, spaces or dashes allowed (the host prints "482 913"). */

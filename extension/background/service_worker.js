@@ -9,7 +9,7 @@
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
           takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels,
           hostPairStart, hostPairConfirm, hostPaired, hostSetToken, syncAutoSolveScripts, readModelIndex, loadSettings,
-          tfAvailable */
+          tfAvailable, nativeStatus */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
 try {
@@ -24,6 +24,7 @@ importScripts(
   '/background/backend.js',
   '/background/models.js',
   '/background/pixels.js',
+  '/background/native.js',
   '/background/host.js',
   '/background/samples.js',
   '/background/solves.js',
@@ -182,6 +183,11 @@ async function processMessage(msg, sender) {
       }
       return { ok: true, health, models };
     }
+    case MESSAGE.NATIVE_STATUS:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return nativeStatus();
     case MESSAGE.STATUS:
       if (!own) {
         return refuse;

@@ -16,6 +16,7 @@ var MESSAGE = Object.freeze({
   PAIR_CODE: 'pairCode', // options page: the code the user typed -> the host's token (POST /pair {code})
   SET_TOKEN: 'setToken', // options page: a token pasted from `captchalens token`, for the current address
   HOST_STATUS: 'hostStatus', // options page / popup: is the local host running (GET /health)?
+  NATIVE_STATUS: 'nativeStatus', // options page: is native messaging on, does its host answer (ping, health)?
   STATUS: 'status', // popup / options: engine, models, queued corrections
   FLUSH_SAMPLES: 'flushSamples', // options page: send queued corrections now
   SITES_CHANGED: 'sitesChanged', // options page: per-site memory edited (auto-solve scripts resync)
