@@ -168,6 +168,27 @@ def click_toolbar_button(ctx, page, ext_id: str, attempts: int = 3) -> None:
     raise RuntimeError(f"clicking the toolbar button did not grant access to {page.url}")
 
 
+def grant_site_access(ctx, ext_id: str, pattern: str) -> None:
+    """Give the extension access to a site on Chromium's own Extensions page, as a user can there
+    (chrome://extensions calls chrome.developerPrivate.addHostPermission).
+
+    Why: chrome.permissions.request's prompt cannot be answered in headless Chromium. It opens (the
+    request stays pending) in a window that nothing reaches: no DevTools command answers it
+    (Browser.grantPermissions / setPermission are for web permissions, the Extensions domain has none),
+    and --apps-gallery-install-auto-confirm-for-tests no longer applies to it. Chromium does not
+    prompt again for hosts the user has already granted, so after this the extension's real request
+    (from the options page's click) resolves true at once, and the rest of the path is the user's."""
+    page = ctx.new_page()
+    try:
+        page.goto(f"chrome://extensions/?id={ext_id}")
+        error = page.evaluate("""([id, host]) => chrome.developerPrivate.addHostPermission(id, host)
+            .then(() => '', (e) => e.message || String(e))""", [ext_id, pattern])
+    finally:
+        page.close()
+    if error:
+        raise RuntimeError(f"chrome://extensions did not grant {pattern}: {error}")
+
+
 def tab_of(sw, page) -> dict:
     """{id, windowId} of the tab showing page.url (visible to the extension once activeTab is granted)."""
     tab = sw.evaluate("""async (url) => {

@@ -263,3 +263,48 @@ def test_boxes_whose_type_says_otherwise_are_never_offered(setup, browser, sw, p
     assert result["ok"] and not result["filled"] and not result["asked"], result
     expect(overlay(page, "message", result["solveId"])).to_contain_text("No input found")
     expect(page.locator("#other")).to_have_value("")
+
+
+# ---- auto-solve switched on in the options' Sites table -------------------------------------------
+def test_auto_solve_switched_on_in_the_options_solves_on_page_load(setup, browser, sw, page):
+    """Solve once and accept the box, tick the master switch and the site's auto-solve in the
+    options (Chromium accepts the site's permission request), then the site's next page is
+    solved as it loads, without any click. Unticking gives the access back."""
+    captchas = sb.FreshCaptchas(seed=109)
+    body = "<form onsubmit='event.preventDefault()'><img id=cap src='/cap.png'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("auto", body)), "/cap.png": captchas}) as server:
+        result, _ = solve_layout(setup, browser, sw, page, server, captchas)
+        page.press("#answer", "Enter")
+        wait_remembered(sw, "#answer")
+
+        sb.grant_site_access(browser.ctx, browser.ext_id, "*://127.0.0.1/*")  # see its docstring
+        options = browser.ctx.new_page()
+        try:
+            options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+            expect(options.locator("body")).to_have_attribute("data-ready", "true")
+            options.fill("#threshold", "0")  # type every answer in (the model's confidence is not the point)
+            options.locator("#threshold").dispatch_event("change")
+            tick = options.get_by_label("auto-solve 127.0.0.1")
+            tick.check()
+            expect(options.locator("#sitesStatus")).to_contain_text('once "Auto-solve remembered sites" above')
+            expect(tick).to_be_checked()
+            options.check("#autoSolve")
+            sb.wait_site_memory(sw, "127.0.0.1", {"autoSolve": True})
+            sb.wait_storage(sw, {"autoSolve": True, "threshold": 0})
+            assert "*://127.0.0.1/*" in sw.evaluate("chrome.permissions.getAll()")["origins"]
+            scripts = sw.evaluate("chrome.scripting.getRegisteredContentScripts()")
+            assert [s["matches"] for s in scripts] == [["*://127.0.0.1/*"]], scripts
+
+            page.goto(server.url("/"))  # no toolbar click, no menu: the page's load solves it
+            label, rgba = captchas.last
+            filled = page.locator("#answer")
+            expect(filled).not_to_have_value("")
+            assert agreed(setup, rgba, label, filled.input_value())
+
+            tick.uncheck()
+            expect(options.locator("#sitesStatus")).to_contain_text("its access was given back")
+            sb.wait_site_memory(sw, "127.0.0.1", {"autoSolve": False})
+            assert "*://127.0.0.1/*" not in sw.evaluate("chrome.permissions.getAll()")["origins"]
+            assert sw.evaluate("chrome.scripting.getRegisteredContentScripts()") == []
+        finally:
+            options.close()

@@ -80,6 +80,17 @@ function siteModel(site, value) {
 }
 
 /**
+ * Say what became of an auto-solve switch, under the Sites table.
+ * @param {string} text
+ * @param {boolean} ok
+ */
+function sayAutoSolve(text, ok) {
+  const el = document.getElementById('sitesStatus');
+  el.textContent = text;
+  el.className = ok ? 'ok' : 'error';
+}
+
+/**
  * The auto-solve switch of one site: asks for access to the site when switched on.
  * @param {string} site
  * @param {boolean} on
@@ -91,22 +102,34 @@ function siteAutoSolve(site, on) {
   box.checked = Boolean(on);
   box.setAttribute('aria-label', `auto-solve ${site}`);
   box.addEventListener('change', async () => {
+    // Asked from this click (a user gesture), for http and https: the manifest's optional
+    // host permission is *://*/*, so Chromium accepts *://site/*.
     const origins = [sitePattern(site)];
     if (box.checked) {
       let granted = false;
+      let why = 'you did not allow it';
       try {
         granted = await chrome.permissions.request({ origins });
       } catch (e) {
-        granted = false;
+        why = e.message;
       }
       if (!granted) {
         box.checked = false;
+        sayAutoSolve(`Auto-solve stays off for ${site}: it needs access to that site, and ${why}.`, false);
         return;
       }
     } else {
       await chrome.permissions.remove({ origins }).catch(() => {});
     }
     await updateSite(site, { autoSolve: box.checked });
+    const master = document.getElementById('autoSolve');
+    if (!box.checked) {
+      sayAutoSolve(`Auto-solve is off for ${site}; its access was given back.`, true);
+    } else if (master && !master.checked) {
+      sayAutoSolve(`Auto-solve is on for ${site}, once "Auto-solve remembered sites" above is ticked too.`, true);
+    } else {
+      sayAutoSolve(`Auto-solve is on for ${site}: its captcha is solved when its pages load.`, true);
+    }
   });
   return box;
 }
