@@ -63,19 +63,21 @@ model: venv
 	$(VENV)/bin/captchalens train --base runs/default2 --out runs/default3 --name default \
 	  --seed 3 --train-size 300000 --epochs 3 --lr 3e-4 --gen-preferred-share 0.5
 	rm -rf captchalens/models/default && cp -r runs/default3 captchalens/models/default
-	$(VENV)/bin/captchalens convert --model captchalens/models/default
 
 # The universal reader (issue 9): CTC over 0-9A-Za-z, 3-8 characters, 160x48 input,
 # trained on the broad renderer's mix (80 %) and `captcha` images (20 %) with augmentation.
 # Resumable: run the same command again after an interruption (checkpoints in
-# $(RUNS)/general.work/). Stage 1: 400k captchas x 3 epochs (about 2 h on 2 cores).
+# $(RUNS)/general.work/). Stage 1: 400k captchas x 2 epochs (about 1.5 h on 2 cores).
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 general: venv fonts
 	$(VENV)/bin/captchalens train --arch general --name general --out $(RUNS)/general \
 	  --charset $(GENERAL_CHARSET) --length 3-8 --input 160x48 --render-share 0.8 --augment \
-	  --train-size 400000 --val-size 4000 --epochs 3 --lr 2e-3 --patience 3 --seed 11 \
+	  --train-size 400000 --val-size 4000 --epochs 2 --lr 2e-3 --patience 3 --seed 11 \
 	  --cache $(RUNS)/cache --fresh-eval 1000 --quiet
+	rm -rf captchalens/models/general && cp -r $(RUNS)/general captchalens/models/general
+	$(PY) -m captchalens.training.auto_rule
+	$(VENV)/bin/captchalens convert --model captchalens/models/general
 
 # Every benchmark, then bench/README.md rebuilt from their reports (bench/results/*.md).
 bench: venv node chromium

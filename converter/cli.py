@@ -10,7 +10,7 @@ def register(sub) -> None:
         description="Convert a Keras model folder with the tensorflowjs converter into "
                     "extension/models/<name>/ (model.json, weight shards and its captchalens.json), "
                     "regenerate extension/models/index.json and copy TF.js into extension/vendor/. "
-                    "Models named other than 'default' are also installed into "
+                    "Models other than the package's own (default, general) are also installed into "
                     "$CAPTCHALENS_HOME/models/<name>/ so the local host serves them.")
     p.add_argument("--model", default=None,
                    help="Keras model folder (model.h5 + captchalens.json; default: the shipped model)")

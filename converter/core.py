@@ -343,8 +343,8 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
     out: the extension's models folder (default: <repo>/extension/models).
     vendor: also refresh <out>/../vendor from node_modules.
     install: also install the Keras folder into captchalens.home.models_dir()/<name>
-             so the local host serves it (default: for every name but "default",
-             which the host serves from the package).
+             so the local host serves it (default: for every model but the package's own,
+             "default" and "general", which the host serves from the package).
     """
     from captchalens.solver import DEFAULT_MODEL
 
@@ -369,8 +369,10 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
     result = ConvertResult(name=name, folder=dest, index=index, quantize=quantize, bytes=size)
     if vendor:
         result.vendor = copy_vendor(models_out.parent / "vendor", node_modules)
-    if install is None:
-        install = name != DEFAULT_NAME
+    if install is None:  # the package's own models are served from the package
+        from captchalens.solver import PACKAGE_MODELS
+
+        install = name != DEFAULT_NAME and not model_dir.resolve().is_relative_to(PACKAGE_MODELS)
     if install:
         result.installed = install_home(model_dir, name)
     return result
