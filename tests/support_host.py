@@ -422,3 +422,17 @@ class NativeProcess:
             code = self.proc.wait(timeout=timeout)
         self._err.close()
         return code
+
+
+def extension_with_native_granted(dest: Path) -> Path:
+    """A copy of extension/ whose manifest lists nativeMessaging as required rather than optional,
+    so Chromium grants it at load: headless Chromium cannot answer the permission prompt."""
+    import shutil
+
+    shutil.copytree(ROOT / "extension", dest, ignore=shutil.ignore_patterns("node"))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["optional_permissions"] == ["nativeMessaging"]  # what users get
+    manifest["optional_permissions"] = []
+    manifest["permissions"].append("nativeMessaging")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dest

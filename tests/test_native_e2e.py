@@ -10,9 +10,6 @@ That click's request() itself is not driven here.
 """
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,14 +23,9 @@ STARTUP_S = 90  # the first native request waits for Python, TensorFlow and the 
 
 @pytest.fixture(scope="module")
 def ext_dir(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("ext") / "extension"
-    shutil.copytree(sb.EXTENSION_DIR, dest, ignore=shutil.ignore_patterns("node"))
-    manifest = json.loads((dest / "manifest.json").read_text())
-    assert manifest["optional_permissions"] == ["nativeMessaging"]  # what users get
-    manifest["optional_permissions"] = []
-    manifest["permissions"].append("nativeMessaging")
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return dest
+    from support_host import extension_with_native_granted
+
+    return extension_with_native_granted(tmp_path_factory.mktemp("ext") / "extension")
 
 
 @pytest.fixture(scope="module")
