@@ -6,7 +6,7 @@ it measured; this only stitches them together in a fixed order.
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["python", "confidence", "convert", "browser", "host", "retrain"]
+ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores, no
@@ -23,6 +23,7 @@ script; then `python bench/assemble.py` rebuilds this file.
 | Converter quantisation | `bench/convert_quant.py` |
 | In-browser (extension, TF.js) | `bench/browser_bench.py` |
 | Local host (HTTP) | `bench/host_bench.py` |
+| Native messaging vs HTTP | `bench/native_bench.py` |
 | Retraining on a folder | `bench/retrain_bench.py` |
 """
 
