@@ -308,3 +308,74 @@ def test_auto_solve_switched_on_in_the_options_solves_on_page_load(setup, browse
             assert sw.evaluate("chrome.scripting.getRegisteredContentScripts()") == []
         finally:
             options.close()
+
+
+# ---- what covers the captcha ------------------------------------------------------------------------
+@pytest.mark.parametrize("covered_px", [8, 25])
+def test_a_fixed_header_over_a_cross_origin_captcha_is_not_in_the_crop(setup, browser, sw, page, covered_px):
+    """A position:fixed header drawn over the top of a captcha from another site (read from a
+    screenshot): it is hidden for the capture, so the crop is exactly the image, and shown again."""
+    captchas = sb.FreshCaptchas(seed=110 + covered_px)
+    with sb.serving({"/cap.png": captchas}) as images:
+        body = (f"<header id=bar style='position:fixed;top:0;left:0;right:0;height:{60 + covered_px}px;"
+                "background:#234;color:#fff;z-index:5'><b>Site</b> <nav><a href='#'>Home</a></nav></header>"
+                f"<form style='margin-top:60px'><img id=cap src='{images.url('/cap.png')}'>"
+                "<input id=answer name=captcha></form>")
+        with sb.serving({"/": sb.html(sb.page_html("header", body))}) as server:
+            right, times = 0, []
+            for _ in range(ROUNDS):
+                open_page(browser, page, server)
+                cap_top = page.evaluate("document.getElementById('cap').getBoundingClientRect().top")
+                assert cap_top == 60, "the layout moved: the header must cover the captcha's top"
+                result = sb.solve_from_menu(sw, page, images.url("/cap.png"))
+                label, rgba = captchas.last
+                assert result["ok"] and result["via"] == "screenshot", result
+                assert result["uncovered"] >= 1, result
+                assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the crop holds the header"
+                want = agreed(setup, rgba, label, result["text"])
+                expect(page.locator("#answer")).to_have_value(want)
+                expect(page.locator("#bar")).to_have_css("visibility", "visible")
+                assert page.evaluate("scrollY") == 0
+                right += want == label
+                times.append(result["ms"])
+        assert images.hits("/cap.png") == ROUNDS, "each captcha is fetched exactly once, by the page"
+    report(f"fixed header over {covered_px} px of a cross-origin captcha", right, ROUNDS, times)
+
+
+def test_a_cover_that_comes_back_at_once_is_named_in_the_note(setup, browser, sw, page):
+    """A page that puts its banner back as soon as it is hidden (a framework re-rendering it): the
+    crop cannot be clean, and the note says so beside the answer."""
+    captchas = sb.FreshCaptchas(seed=120)
+    with sb.serving({"/cap.png": captchas}) as images:
+        body = ("<div id=banner style='position:fixed;top:0;left:0;right:0;height:75px;background:#234;z-index:5'>"
+                f"Cookies!</div><form style='margin-top:60px'><img id=cap src='{images.url('/cap.png')}'>"
+                "<input id=answer name=captcha></form><script>"
+                "const b = document.getElementById('banner');"
+                "new MutationObserver(() => { if (b.style.visibility) { b.style.removeProperty('visibility'); } })"
+                ".observe(b, {attributes: true});</script>")
+        with sb.serving({"/": sb.html(sb.page_html("stubborn", body))}) as server:
+            open_page(browser, page, server)
+            result = sb.solve_from_menu(sw, page, images.url("/cap.png"))
+    assert result["ok"] and result["via"] == "screenshot", result
+    expect(overlay(page, "message", result["solveId"])).to_contain_text("Part of the captcha is covered by the page")
+
+
+def test_an_answer_below_the_threshold_is_typed_in_only_with_a_warning(setup, browser, sw, page):
+    captchas = sb.FreshCaptchas(seed=121)
+    body = "<form><img id=cap src='/cap.png'><input id=answer name=captcha></form>"
+    with sb.serving({"/": sb.html(sb.page_html("unsure", body)), "/cap.png": captchas}) as server:
+        options = browser.ctx.new_page()
+        try:
+            options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+            expect(options.locator("body")).to_have_attribute("data-ready", "true")
+            options.fill("#threshold", "1")  # every answer is below it
+            options.locator("#threshold").dispatch_event("change")
+            sb.wait_storage(sw, {"threshold": 1})
+        finally:
+            options.close()
+        result, want = solve_layout(setup, browser, sw, page, server, captchas)
+    assert result["filled"] and result["confidence"] < 1, result
+    expect(page.locator("#answer")).to_have_value(want)
+    pct = int(100 * result["confidence"] + 0.5)  # Math.round
+    expect(overlay(page, "message", result["solveId"])).to_contain_text(
+        f"Unsure answer ({pct}% sure, below your threshold of 100%): check it before sending the form.")

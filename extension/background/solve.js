@@ -144,6 +144,10 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     rgba = await pixelsOf(read, req);
   } catch (e) {
     return fail('unreadable', `The image is not readable: ${e.message}`);
+  } finally {
+    if (read.uncovered) {
+      await callPage(target, 'uncovered').catch(() => {}); // the page's header or banner comes back
+    }
   }
 
   const modelName = (memory && memory.model) || settings.model || '';
@@ -156,15 +160,21 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
   const solveId = await rememberSolve({
     tabId: req.tabId, frameId: req.frameId || 0, site: where.site, model: answer.model, image: await pngDataUrl(rgba),
   });
+  const notes = [answer.note || ''];
+  if (read.covered) {
+    notes.push('Part of the captcha is covered by the page (a header or banner CaptchaLens could not move ' +
+      'away), so the answer may be wrong.');
+  }
   const shown = await callPage(target, 'show', {
     text: answer.text,
     confidence: answer.confidence,
     source: answer.source,
-    note: answer.note || '',
+    note: notes.filter(Boolean).join(' '),
     fill: settings.autoFill && !(auto && lowConfidence),
     inputSelector: (memory && memory.input) || '',
     solveId,
     lowConfidence,
+    threshold: settings.threshold,
   });
   clearToolbarNote(req.tabId);
   if (settings.rememberSites && where.site) {
@@ -182,6 +192,7 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     model: answer.model,
     backend: answer.backend || '',
     via: read.kind === 'pixels' ? 'canvas' : 'screenshot',
+    uncovered: read.uncovered || 0,
     width: rgba.width,
     height: rgba.height,
     pixelsHash: pixelsHash(rgba),

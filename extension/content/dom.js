@@ -9,6 +9,8 @@
     return;
   }
 
+  /** Where an element is hit-tested for what covers it: fractions of its width and height, edge to edge. */
+  const COVER_GRID = [0.01, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.99];
   /** Attributes whose values describe an element (for captcha-word matching). */
   const DESCRIBING_ATTRS = ['id', 'name', 'class', 'alt', 'title', 'placeholder', 'aria-label', 'src', 'autocomplete'];
 
@@ -185,7 +187,49 @@
     });
   }
 
+  /**
+   * Is node inside el, counting shadow roots as inside their hosts?
+   * @param {Node} el
+   * @param {Node} node
+   * @returns {boolean}
+   */
+  function holds(el, node) {
+    for (let n = node; n; n = n.parentNode || n.host) {
+      if (n === el) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * The elements drawn on top of el where it is on screen (a fixed header, a cookie banner...):
+   * hit-tested at a grid of points from edge to edge.
+   * @param {Element} el
+   * @returns {Element[]}
+   */
+  function coveringElements(el) {
+    const r = el.getBoundingClientRect();
+    const root = el.getRootNode().elementFromPoint ? el.getRootNode() : document;
+    const found = new Set();
+    for (const fx of COVER_GRID) {
+      for (const fy of COVER_GRID) {
+        const x = r.left + fx * r.width;
+        const y = r.top + fy * r.height;
+        if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) {
+          continue;
+        }
+        const top = root.elementFromPoint(x, y);
+        if (top && !holds(el, top) && !holds(top, el)) {
+          found.add(top);
+        }
+      }
+    }
+    return Array.from(found);
+  }
+
   self.CaptchaLensDom = Object.freeze({
     isVisible, describe, uniqueSelector, contentRect, rectGap, frameOffset, topViewport, afterPaint,
+    holds, coveringElements,
   });
 })();

@@ -15,7 +15,7 @@
     return;
   }
   const dom = self.CaptchaLensDom;
-  const { readCaptcha } = self.CaptchaLensRead;
+  const { readCaptcha, restoreCovers } = self.CaptchaLensRead;
   const { chooseInput, fillInput, unfillInput, isTextInput, boxLabel } = self.CaptchaLensFill;
   const { showOverlay, removeOverlay } = self.CaptchaLensOverlay;
 
@@ -57,6 +57,15 @@
   }
 
   /**
+   * The screenshot is taken: show again what covered the captcha (see CaptchaLensRead).
+   * @returns {boolean}
+   */
+  function uncovered() {
+    restoreCovers();
+    return true;
+  }
+
+  /**
    * Show an answer under the captcha and type it into its box when the chooser is sure
    * (content/fill.js); otherwise the note asks which box (see pickBox).
    * @param {Object} args
@@ -67,7 +76,8 @@
    * @param {boolean} args.fill  type the answer into the input
    * @param {string} [args.inputSelector]  the site's remembered input (one the user accepted or picked)
    * @param {string} args.solveId  the solve a correction from the note is for
-   * @param {boolean} [args.lowConfidence]
+   * @param {boolean} [args.lowConfidence]  below the threshold: the note says so
+   * @param {number} [args.threshold]  the confidence threshold (for the note)
    * @returns {{filled: boolean, inputSelector: string, asked: boolean, remembered: boolean, message: string}}
    */
   function show(args) {
@@ -97,11 +107,13 @@
       notes.push('No input found for this captcha: copy the answer.');
       level = 'warn';
     }
+    const unsure = `${Math.round(100 * (Number(args.confidence) || 0))}% sure, below your threshold of ` +
+      `${Math.round(100 * (Number(args.threshold) || 0))}%`;
     if (!args.fill && args.lowConfidence) {
-      notes.push('Not typed in: the answer is unsure. Check it, then copy it.');
+      notes.push(`Not typed in: the answer is unsure (${unsure}). Check it, then copy it.`);
       level = 'warn';
     } else if (args.lowConfidence) {
-      notes.push('Unsure answer: check it before sending the form.');
+      notes.push(`Unsure answer (${unsure}): check it before sending the form.`);
       level = 'warn';
     }
     const message = notes.join(' ');
@@ -295,5 +307,5 @@
     return true;
   }
 
-  self.CaptchaLensPage = Object.freeze({ hello, read, show, showMessage, corrected, waitBox });
+  self.CaptchaLensPage = Object.freeze({ hello, read, uncovered, show, showMessage, corrected, waitBox });
 })();

@@ -223,13 +223,58 @@
     await dom.afterPaint();
   }
 
+  /** Elements hidden for a screenshot because they cover the captcha: [{el, value, priority}]. */
+  let hiddenCovers = [];
+  /** Rounds of hiding what covers the captcha (a cover's own children may cover it too). */
+  const UNCOVER_ROUNDS = 4;
+  /** Covers come back after this long even if the background never asks (it failed, the worker stopped). */
+  const UNCOVER_MAX_MS = 3000;
+  let uncoverTimer = 0;
+
+  /**
+   * Hide, for the screenshot, whatever the page draws over the captcha (a position:fixed header,
+   * a banner). They come back with restoreCovers(), right after the capture.
+   * @param {Element} el
+   * @returns {Promise<{hidden: number, covered: boolean}>} covered: still covered after trying
+   */
+  async function hideCovers(el) {
+    let covers = dom.coveringElements(el);
+    for (let round = 0; round < UNCOVER_ROUNDS && covers.length; round++) {
+      for (const cover of covers) {
+        const style = cover.style;
+        hiddenCovers.push({ el: cover, value: style.getPropertyValue('visibility'),
+          priority: style.getPropertyPriority('visibility') });
+        style.setProperty('visibility', 'hidden', 'important');
+      }
+      clearTimeout(uncoverTimer);
+      uncoverTimer = setTimeout(restoreCovers, UNCOVER_MAX_MS);
+      await dom.afterPaint(); // what the screenshot will show (a page may put its header back at once)
+      covers = dom.coveringElements(el);
+    }
+    return { hidden: hiddenCovers.length, covered: covers.length > 0 };
+  }
+
+  /** Show again what hideCovers() hid (latest first, so that each gets its own style back). */
+  function restoreCovers() {
+    clearTimeout(uncoverTimer);
+    for (const { el, value, priority } of hiddenCovers.reverse()) {
+      if (value) {
+        el.style.setProperty('visibility', value, priority);
+      } else {
+        el.style.removeProperty('visibility');
+      }
+    }
+    hiddenCovers = [];
+  }
+
   /**
    * Locate the captcha and read its pixels.
    * @param {{srcUrl?: string, imageSelector?: string, waitMs?: number}} args
    *   srcUrl: the right-clicked image; imageSelector: this site's remembered image;
    *   waitMs: how long to wait for the image to appear and load (auto-solve)
    * @returns {Promise<Object>} {ok: true, element, kind: 'pixels', width, height, data, selector}
-   *   | {ok: true, element, kind: 'screen', rect, dpr, viewport, selector} | {ok: false, code, message}
+   *   | {ok: true, element, kind: 'screen', rect, dpr, viewport, selector, uncovered, covered}
+   *   | {ok: false, code, message}; for 'screen', what covered the captcha is hidden until restoreCovers()
    */
   async function readCaptcha(args) {
     const waitMs = args.waitMs || 0;
@@ -277,12 +322,15 @@
         message: 'The image is not readable: it is inside a frame of another site, so neither its pixels nor its place on screen can be read.',
       };
     }
+    restoreCovers();
+    const uncover = await hideCovers(el);
     const r = dom.contentRect(el);
     return {
       ok: true, element: el, kind: 'screen', selector, dpr: devicePixelRatio, viewport: dom.topViewport(),
       rect: { x: r.x + offset.x, y: r.y + offset.y, width: r.width, height: r.height },
+      uncovered: uncover.hidden, covered: uncover.covered,
     };
   }
 
-  self.CaptchaLensRead = Object.freeze({ readCaptcha, detectCaptcha });
+  self.CaptchaLensRead = Object.freeze({ readCaptcha, detectCaptcha, restoreCovers });
 })();
