@@ -34,17 +34,22 @@ def home(module_home):
 
 
 @pytest.fixture(scope="module")
-def browser(ext_dir, home, tmp_path_factory):
+def playwright():
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, ext_dir, home, tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium") / "profile"
     profile.mkdir()
     out = sb.captchalens_cli("native", "install", "--profile-dir", str(profile))
     assert f"profile {profile}: " in out
-    with sync_playwright() as p:
-        ctx = sb.launch(p, profile, ext_dir)
-        sb.service_worker(ctx, sb.extension_id(ext_dir))
-        ctx.profile = profile
-        yield ctx
-        ctx.close()
+    ctx = sb.launch(playwright, profile, ext_dir)
+    sb.service_worker(ctx, sb.extension_id(ext_dir))
+    ctx.profile = profile
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +152,34 @@ def test_without_the_native_host_solving_falls_back_to_http_and_the_options_say_
         assert not result["ok"] and result["code"] == "host_down", result
         assert "native host is not installed" in result["message"] and "Over HTTP:" in result["message"]
         page.close()
+
+
+def test_as_shipped_native_messaging_stays_off_until_the_user_asks(playwright, tmp_path, monkeypatch, solver):
+    """The extension as users load it: the host installed, but no permission asked for yet, so
+    the options say Off and solving goes over HTTP without ever starting the native host."""
+    from captchalens.solver import default_model_dir
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    sb.captchalens_cli("native", "install", "--profile-dir", str(profile))
+    ext_id = sb.extension_id(sb.EXTENSION_DIR)
+    png, label, rgba = sb.captcha(seed=43)
+    want = solver.solve_pixels([rgba])[0].text
+    with sb.local_host(default_model_dir(), sb.EXTENSION_DIR) as url, sb.serving(captcha_routes(png)) as server:
+        ctx = sb.launch(playwright, profile, sb.EXTENSION_DIR)
+        try:
+            sb.service_worker(ctx, ext_id)
+            options = options_page(ctx, ext_id)
+            expect(options.locator("#nativeStatus")).to_have_text("Off: solving uses the local host over HTTP.")
+            expect(options.locator("#nativeOn")).to_be_visible()
+            use_host_engine(ctx, ext_id, options, url)
+            options.close()
+            page = ctx.new_page()
+            page.goto(server.url("/"))
+            sb.click_toolbar_button(ctx, page, ext_id)
+            result = sb.solve_from_menu(sb.service_worker(ctx, ext_id), page, server.url("/c.png"))
+            assert result["ok"] and result["source"] == "host" and result["text"] == want, result
+        finally:
+            ctx.close()
+    assert not (tmp_path / "home" / "native-host.log").exists()  # the native host never started

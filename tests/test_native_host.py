@@ -486,3 +486,27 @@ def test_the_launcher_with_its_python_gone_says_so_on_stderr(tmp_path, monkeypat
                          capture_output=True, timeout=30)
     assert run.returncode == 127 and run.stdout == b""
     assert b"is gone; run 'captchalens native install' again" in run.stderr
+
+
+def test_on_macos_the_browsers_application_support_folders_are_used(tmp_path, monkeypatch):
+    from captchalens.native_host import install
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "clhome"))
+    support = tmp_path / "Library" / "Application Support"
+    (support / "Google" / "Chrome").mkdir(parents=True)
+    (support / "Microsoft Edge").mkdir(parents=True)
+    install.install()
+    assert sorted(p.relative_to(support).as_posix() for p in support.rglob("*.json")) == [
+        "Google/Chrome/NativeMessagingHosts/io.captchalens.host.json",
+        "Microsoft Edge/NativeMessagingHosts/io.captchalens.host.json"]
+
+
+def test_on_windows_install_says_to_use_the_http_host(monkeypatch):
+    from captchalens.native_host import install
+    from captchalens.native_host.security import HostError
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(HostError, match="Windows registry.*captchalens serve"):
+        install.install()
