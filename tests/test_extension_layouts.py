@@ -379,3 +379,39 @@ def test_an_answer_below_the_threshold_is_typed_in_only_with_a_warning(setup, br
     pct = int(100 * result["confidence"] + 0.5)  # Math.round
     expect(overlay(page, "message", result["solveId"])).to_contain_text(
         f"Unsure answer ({pct}% sure, below your threshold of 100%): check it before sending the form.")
+
+
+# ---- the note leaves the form usable ----------------------------------------------------------------
+NOTE_RECT = "() => { const r = document.getElementById('captchalens-overlay').getBoundingClientRect();" \
+            " return [r.left, r.top, r.right, r.bottom]; }"
+CONTROL_RECTS = "() => Array.from(document.querySelectorAll('form input, form button, form a, #cap'))" \
+                ".map((el) => { const r = el.getBoundingClientRect(); return [el.id, r.left, r.top, r.right, r.bottom]; })"
+
+
+@pytest.mark.parametrize("where", ["right edge", "narrow column"])
+def test_the_note_never_covers_the_forms_controls(setup, browser, sw, page, where):
+    """A sign-in form against the right edge of the window (no room right of the captcha) or in a
+    narrow column: the note sits where it covers no box, button or link of the form, inside the
+    window, and "Sign in" takes the user's click while the note is shown."""
+    captchas = sb.FreshCaptchas(seed=130)
+    place = "position:absolute;right:8px;top:150px;width:180px" if where == "right edge" else "width:170px"
+    body = (f"<form style='{place}' onsubmit='event.preventDefault(); document.title = \"sent\"'>"
+            "<label>User <input id=user name=username></label><img id=cap src='/cap.png'>"
+            "<label>Code <input id=code name=captcha></label><button id=signin>Sign in</button>"
+            "<a id=forgot href='#'>Forgot?</a></form>")
+    with sb.serving({"/": sb.html(sb.page_html("edge", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas,
+                                    before=lambda p: p.fill("#user", "alice"))
+        expect(page.locator("#code")).to_have_value(want)
+        sb.note_frame(page, result["solveId"]).locator("[data-cl=answer]").wait_for()
+        # the note has told its size (its frame starts 40 px high, overlay.js FIRST_SIZE) and is placed
+        page.wait_for_function("document.getElementById('captchalens-overlay').getBoundingClientRect().height > 40")
+        note = page.evaluate(NOTE_RECT)
+        viewport = page.viewport_size
+        assert note[0] >= 0 and note[1] >= 0 and note[2] <= viewport["width"] and note[3] <= viewport["height"], note
+        for name, left, top, right, bottom in page.evaluate(CONTROL_RECTS):
+            assert right <= note[0] or note[2] <= left or bottom <= note[1] or note[3] <= top, \
+                f"the note {note} covers #{name} {(left, top, right, bottom)}"
+        page.click("#signin", timeout=3000)  # fails if the note intercepts the click
+        expect(page).to_have_title("sent")
+

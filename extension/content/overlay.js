@@ -15,6 +15,8 @@
   const OVERLAY_ID = 'captchalens-overlay';
   /** Gap between the image and the note, in CSS pixels. */
   const GAP = 4;
+  /** The controls of a form the note must leave clear. */
+  const CONTROLS = 'input:not([type=hidden]), button, select, textarea, a[href], [role=button]';
   /** Size of the note's frame until the note reports its own (CSS px). */
   const FIRST_SIZE = { width: 320, height: 40 };
   /** The note page (an extension page the web page cannot read or script). */
@@ -44,44 +46,95 @@
   }
 
   /**
-   * Place the overlay's host beside the anchor: right of it, else below it, below or
-   * right of the filled input, above or left of the anchor — the first spot inside
-   * the viewport that leaves the filled input visible.
+   * What the note must not cover: the given elements (the filled box, the boxes offered) and
+   * every visible control of their forms and of the anchor's (boxes, buttons, links), as
+   * viewport rectangles.
+   * @param {Element|null} anchor
+   * @param {Element[]} avoid
+   * @returns {DOMRect[]}
+   */
+  function keepClear(anchor, avoid) {
+    const kept = new Set(avoid.filter((el) => el && el.isConnected));
+    const forms = new Set([anchor && anchor.closest('form'), ...Array.from(kept, (el) => el.form)].filter(Boolean));
+    for (const form of forms) {
+      for (const el of form.querySelectorAll(CONTROLS)) {
+        kept.add(el);
+      }
+      for (const el of form.elements) {
+        kept.add(el); // controls outside the form element that belong to it (form="...")
+      }
+    }
+    return Array.from(kept).map((el) => el.getBoundingClientRect()).filter((r) => r.width > 0 && r.height > 0);
+  }
+
+  /**
+   * Place the overlay's host beside the anchor where it covers none of the form's controls:
+   * right of the anchor, below it, right of / below / left of the whole form, above or left of
+   * the anchor: the first spot inside the viewport that covers nothing to keep clear, else the
+   * viewport's top right corner if that covers nothing, else the spot that covers least.
    * Without an anchor: the top right corner of the viewport.
    * @param {HTMLElement} host  already in the document (so its size is known)
    * @param {Element|null} anchor  the captcha element
-   * @param {Element|null} avoid  the input the answer went into
+   * @param {Element[]} avoid  the box the answer went into, the boxes offered
    */
   function place(host, anchor, avoid) {
     host.style.setProperty('z-index', '2147483647', 'important');
-    if (!anchor || !anchor.isConnected) {
-      host.style.setProperty('position', 'fixed', 'important');
-      host.style.setProperty('right', '12px', 'important');
-      host.style.setProperty('top', '12px', 'important');
-      return;
-    }
-    const r = anchor.getBoundingClientRect();
     const w = host.offsetWidth;
     const h = host.offsetHeight;
-    const keep = avoid && avoid.isConnected ? avoid.getBoundingClientRect() : null;
-    const spots = [
-      { left: r.right + GAP, top: r.top },
-      { left: r.left, top: r.bottom + GAP },
-    ];
-    if (keep) {
-      spots.push({ left: Math.min(r.left, keep.left), top: Math.max(r.bottom, keep.bottom) + GAP });
-      spots.push({ left: keep.right + GAP, top: keep.top });
+    const corner = { left: innerWidth - w - 12, top: 12, fixed: true };
+    const spots = [];
+    if (anchor && anchor.isConnected) {
+      const r = anchor.getBoundingClientRect();
+      const clear = [r, ...keepClear(anchor, avoid)]; // nor the captcha itself
+      const box = {
+        left: Math.min(...clear.map((x) => x.left)), top: Math.min(...clear.map((x) => x.top)),
+        right: Math.max(...clear.map((x) => x.right)), bottom: Math.max(...clear.map((x) => x.bottom)),
+      };
+      spots.push(
+        { left: r.right + GAP, top: r.top },
+        { left: r.left, top: r.bottom + GAP },
+        { left: box.right + GAP, top: r.top },
+        { left: r.left, top: box.bottom + GAP },
+        { left: box.left - GAP - w, top: r.top },
+        { left: r.left, top: r.top - GAP - h },
+        { left: r.left - GAP - w, top: r.top },
+        corner,
+      );
+      const covered = (spot) => {
+        const note = { left: spot.left, top: spot.top, right: spot.left + w, bottom: spot.top + h };
+        return clear.filter((c) => overlaps(note, c)).reduce((sum, c) => sum + overlapArea(note, c), 0);
+      };
+      const inside = (spot) => spot.left >= 0 && spot.top >= 0 && spot.left + w <= innerWidth &&
+        spot.top + h <= innerHeight;
+      const best = spots.find((spot) => inside(spot) && covered(spot) === 0) ||
+        spots.filter(inside).sort((x, y) => covered(x) - covered(y))[0] || corner;
+      setSpot(host, best);
+      return;
     }
-    spots.push({ left: r.left, top: r.top - GAP - h }, { left: r.left - GAP - w, top: r.top });
-    const fits = (spot) => {
-      const box = { left: spot.left, top: spot.top, right: spot.left + w, bottom: spot.top + h };
-      return box.left >= 0 && box.top >= 0 && box.right <= innerWidth && box.bottom <= innerHeight &&
-        !(keep && overlaps(box, keep));
-    };
-    const spot = spots.find(fits) || spots[1];
-    host.style.setProperty('position', 'absolute', 'important');
-    host.style.setProperty('left', `${Math.max(0, spot.left + scrollX)}px`, 'important');
-    host.style.setProperty('top', `${Math.max(0, spot.top + scrollY)}px`, 'important');
+    setSpot(host, corner);
+  }
+
+  /**
+   * Put the host at a spot in viewport coordinates (absolute in the page, or fixed for the corner).
+   * @param {HTMLElement} host
+   * @param {{left: number, top: number, fixed?: boolean}} spot
+   */
+  function setSpot(host, spot) {
+    const fixed = Boolean(spot.fixed);
+    host.style.setProperty('position', fixed ? 'fixed' : 'absolute', 'important');
+    host.style.setProperty('left', `${Math.max(0, spot.left + (fixed ? 0 : scrollX))}px`, 'important');
+    host.style.setProperty('top', `${Math.max(0, spot.top + (fixed ? 0 : scrollY))}px`, 'important');
+  }
+
+  /**
+   * Area two rectangles share.
+   * @param {{left: number, top: number, right: number, bottom: number}} a
+   * @param {{left: number, top: number, right: number, bottom: number}} b
+   * @returns {number}
+   */
+  function overlapArea(a, b) {
+    return Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left)) *
+      Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
   }
 
   /**
@@ -124,7 +177,8 @@
    * @param {Array<string>} [view.boxes]  names of the boxes the user may pick for the answer
    * @param {number} [view.filled]  which of them holds the answer (-1: none)
    * @param {boolean} [view.ask]  the note asks the user to pick the box
-   * @param {Element|null} [avoid]  an element the note must not cover (the filled input)
+   * @param {Element|Element[]|null} [avoid]  elements the note must not cover (the filled box, the
+   *        boxes offered), with the controls of their forms and of the anchor's
    * @param {{pick?: function(number), hover?: function(number)}} [handlers]  the user picked a box,
    *        or points at one (-1: none)
    */
@@ -146,8 +200,8 @@
     host.style.setProperty('display', 'block', 'important');
     host.style.setProperty('visibility', 'hidden', 'important');
     document.documentElement.appendChild(host);
-    current = { host, frame, anchor, avoid, handlers };
-    place(host, anchor, avoid);
+    current = { host, frame, anchor, avoid: [].concat(avoid || []), handlers };
+    place(host, anchor, current.avoid);
     host.style.removeProperty('visibility');
   }
 

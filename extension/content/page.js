@@ -136,7 +136,7 @@
    */
   function showNote(view) {
     const image = lastElement && lastElement.isConnected ? lastElement : null;
-    showOverlay(image, view, lastInput, { pick: pickBox, hover: hoverBox });
+    showOverlay(image, view, [lastInput, ...((current && current.boxes) || [])], { pick: pickBox, hover: hoverBox });
   }
 
   /**
