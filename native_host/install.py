@@ -95,7 +95,8 @@ def launcher_text(python: str, model_dirs: list[str] | None) -> str:
         lines.append(f"export CAPTCHALENS_HOME={q(str(home().absolute()))}")
     lines.append("export TF_CPP_MIN_LOG_LEVEL=3")
     models = "".join(f" --model {q(str(Path(m).expanduser().absolute()))}" for m in model_dirs or [])
-    lines.append(f'exec "${PYTHON_VAR}" -m captchalens.native_host.native{models} "$@"')
+    # -P: the folder the browser starts it in is not put on sys.path (no module there can shadow ours)
+    lines.append(f'exec "${PYTHON_VAR}" -P -m captchalens.native_host.native{models} "$@"')
     return "\n".join(lines) + "\n"
 
 

@@ -342,7 +342,7 @@ class NativeProcess:
     """Runs a host manifest's `path` with the extension's origin as its argument, as Chromium
     does, and speaks frames over its pipes. stderr goes to a log file beside the manifest."""
 
-    def __init__(self, manifest: Path, env: dict | None = None):
+    def __init__(self, manifest: Path, env: dict | None = None, cwd: Path | None = None):
         import queue
         import threading
 
@@ -352,7 +352,7 @@ class NativeProcess:
         self._err = open(self.log, "wb")
         origin = spec["allowed_origins"][0]
         self.proc = subprocess.Popen([spec["path"], origin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._err, env=dict(os.environ, **(env or {})),
+                                     stderr=self._err, env=dict(os.environ, **(env or {})), cwd=cwd,
                                      start_new_session=True)
         self.frames: queue.Queue = queue.Queue()  # every frame read, in order; None at EOF
         self.garbage: list[bytes] = []  # anything on stdout that is not a frame
@@ -405,7 +405,8 @@ class NativeProcess:
         return frame
 
     def output(self) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         return self.log.read_text(errors="replace")
 
     def close(self, timeout: float = 30.0) -> int:

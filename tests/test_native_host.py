@@ -474,6 +474,25 @@ def test_the_launcher_answers_ping_and_survives_bad_frames_over_real_pipes(nativ
     assert "started by chrome-extension://deneooikjilffcjpiknglfocffppmiag/" in native.output()
 
 
+def test_a_module_in_the_folder_the_browser_starts_it_in_cannot_shadow_the_hosts(tmp_path, monkeypatch):
+    from support_host import NativeProcess
+
+    from captchalens.native_host import install
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    (tmp_path / "p").mkdir()
+    install.install([tmp_path / "p"])
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    (planted / "struct.py").write_text("raise SystemExit('planted struct.py was imported')\n")
+    proc = NativeProcess(manifest_at(tmp_path / "p"), cwd=planted)
+    try:
+        assert proc.call("ping", timeout=60)["ok"]
+    finally:
+        assert proc.close() == 0, proc.output()
+    assert "planted" not in proc.output()
+
+
 def test_the_launcher_with_its_python_gone_says_so_on_stderr(tmp_path, monkeypatch):
     import subprocess
 
