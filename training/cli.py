@@ -115,6 +115,19 @@ def register(sub) -> None:
     own.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random shifts, zoom, rotation, "
                           "contrast and noise)")
+    dist = p.add_argument_group("training on several machines (README: Training on several machines)")
+    dist.add_argument("--cluster", action="store_true",
+                      help="one worker of a cluster described by TF_CONFIG (set TF_CONFIG alone does the "
+                           "same): tf.distribute.MultiWorkerMirroredStrategy; run the same command on "
+                           "every machine")
+    dist.add_argument("--strategy", choices=["mirrored", "multi-worker"], default=None,
+                      help="mirrored: every GPU of this machine; multi-worker: as --cluster")
+    dist.add_argument("--work-dir", default=None,
+                      help="checkpoints and logs (default <out>.work); with --cluster a folder every "
+                           "machine shares (NFS...), so a restarted worker resumes")
+    dist.add_argument("--peer-timeout", type=float, default=d.peer_timeout,
+                      help=f"seconds to wait for the other workers before giving up (default "
+                           f"{d.peer_timeout:g})")
     p.set_defaults(init="auto")
     p.set_defaults(func=cmd_train)
 
@@ -144,10 +157,39 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from .distribute import ClusterError, wanted
+
+    try:
+        strategy = wanted(args.cluster, args.strategy)
+    except ClusterError as e:
+        print(f"captchalens: error: {e}", file=sys.stderr)
+        return 2
+    if strategy is None:
+        return _train(args, None)
+    from .distribute import peer_lost, rejoin
+
+    try:
+        return _train(args, strategy)
+    except ClusterError as e:
+        print(f"captchalens: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 (only a dead peer's errors are handled)
+        if not peer_lost(e):
+            raise
+        return rejoin(e, Path(args.work_dir or str(Path(args.out).resolve()) + ".work"))
+
+
+def _train(args, strategy: str | None) -> int:
+    """`captchalens train` in this process (strategy: training/distribute.py's kind)."""
     from .config import TrainConfig
     from .train import train_generated
 
     if getattr(args, "data", None):
+        if strategy is not None:
+            from .distribute import ClusterError
+
+            raise ClusterError("--data trains on one machine (a labelled folder trains in minutes); "
+                               "run it without --cluster/--strategy and without TF_CONFIG set")
         from .retrain import train_folder  # the retrain path (a user's own captchas)
 
         return train_folder(args)
@@ -165,9 +207,12 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1,
         fresh_eval=args.fresh_eval, base=args.base, render_share=args.render_share,
-        augment=args.augment)
+        augment=args.augment, strategy=strategy, work_dir=args.work_dir, peer_timeout=args.peer_timeout)
     t0 = time.time()
     path, meta = train_generated(cfg)
+    if path is None:
+        print(f"\nthis worker's part is done in {time.time() - t0:.0f} s; the chief writes {args.out}")
+        return 0
     acc = meta.metrics.get("val_captcha_acc")
     print(f"\nwrote {path} ({meta.params:,} params, {meta.macs / 1e6:.1f} M multiply-adds) "
           f"in {time.time() - t0:.0f} s" + (f"; validation whole-captcha accuracy {100 * acc:.2f}%"

@@ -149,8 +149,9 @@ class Progress:
 
 
 def generate(spec: GenSpec, n: int, seed: int, meta=None, workers: int | None = None,
-             progress: bool | None = None, chunk: int = 500):
-    """Generate n captchas.
+             progress: bool | None = None, chunk: int = 500, start: int = 0):
+    """Generate n captchas: images start .. start+n-1 of `seed` (a shard of a
+    bigger set when start > 0: training/distribute.py).
 
     Without `meta`: returns (list of RGBA uint8 arrays, list of texts).
     With `meta` (a ModelMeta): images are preprocessed to the model input and
@@ -159,22 +160,22 @@ def generate(spec: GenSpec, n: int, seed: int, meta=None, workers: int | None = 
     """
     workers = workers or os.cpu_count() or 1
     meta_json = json.dumps(meta.to_json()) if meta is not None else None
-    jobs = [(spec, seed, s, min(n, s + chunk), meta_json) for s in range(0, n, chunk)]
+    jobs = [(spec, seed, start + s, start + min(n, s + chunk), meta_json) for s in range(0, n, chunk)]
     bar = Progress(n, "generating", progress)
     xs: list = [None] * len(jobs)
     texts: list = [None] * len(jobs)
     if workers <= 1 or len(jobs) == 1:
         results = map(_chunk, jobs)
-        for start, x, t in results:
-            xs[start // chunk], texts[start // chunk] = x, t
+        for first, x, t in results:
+            xs[(first - start) // chunk], texts[(first - start) // chunk] = x, t
             bar.update(len(t))
     else:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # TF is not fork-safe
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for start, x, t in pool.map(_chunk, jobs):
-                xs[start // chunk], texts[start // chunk] = x, t
+            for first, x, t in pool.map(_chunk, jobs):
+                xs[(first - start) // chunk], texts[(first - start) // chunk] = x, t
                 bar.update(len(t))
     all_texts = [t for ts in texts for t in ts]
     if meta is None:
@@ -191,7 +192,9 @@ def cached(spec: GenSpec, n: int, seed: int, meta, cache_dir: str | os.PathLike 
     pre_key = hashlib.sha1(json.dumps(
         [meta.input_height, meta.input_width, meta.input_channels, meta.preprocessing],
         sort_keys=True).encode()).hexdigest()[:8]
-    path = Path(cache_dir) / f"gen-{spec.key()}-{pre_key}-{seed}-{n}.npz"
+    start = kw.get("start", 0)
+    shard = f"-from{start}" if start else ""  # a worker's shard (training/distribute.py)
+    path = Path(cache_dir) / f"gen-{spec.key()}-{pre_key}-{seed}-{n}{shard}.npz"
     if path.is_file():
         with np.load(path) as z:
             return z["x"], [str(t) for t in z["texts"]]

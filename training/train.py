@@ -24,7 +24,7 @@ import numpy as np
 from captchalens._tf import keras, tf
 from captchalens.contract import KERAS_FILE, ModelMeta
 
-from . import models
+from . import distribute, models
 from .config import TrainConfig
 from .generate import GenSpec, cached
 
@@ -142,23 +142,27 @@ def dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, 
 
 
 def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: Path, augment=None,
-        t_va: list[str] | None = None):
-    """Compile and fit with the standard callbacks; returns the Keras history."""
-    steps_per_epoch = len(x_tr) // cfg.batch_size
+        t_va: list[str] | None = None, dist=None, n_train: int | None = None):
+    """Compile and fit with the standard callbacks; returns the Keras history.
+    Under a strategy (dist, n_train = the whole set's size): distribute.py's rules."""
+    plan = distribute.plan_batches(dist, cfg.batch_size, cfg.lr, n_train or len(x_tr))
+    steps_per_epoch = plan.steps
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps_per_epoch * cfg.epochs - min(steps_per_epoch, 500)),
-        warmup_target=cfg.lr, warmup_steps=min(steps_per_epoch, 500))
+        warmup_target=plan.lr, warmup_steps=min(steps_per_epoch, 500))
     fixed = meta.decoding == "fixed"
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=models.smoothed_ce(0.1) if fixed else models.ctc_loss,
-        metrics=[captcha_accuracy(meta)] if fixed else None,
-        jit_compile=False)
+    loss = models.smoothed_ce(0.1) if fixed else models.ctc_loss
+    with distribute.scope(dist):
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
+                      metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
     ctc_val = [] if fixed or t_va is None else [CtcValidation(meta, x_va, t_va)]
-    monitor = "val_captcha_acc" if fixed or ctc_val else "val_loss"
+    if dist is not None:  # measured on every worker, the same figures: they stop together
+        ctc_val = [distribute.validation(meta, x_va, y_va, loss, t_va)]
+    monitor = "val_captcha_acc" if fixed or t_va is not None else "val_loss"
     mode = "max" if monitor == "val_captcha_acc" else "min"
     work.mkdir(parents=True, exist_ok=True)
-    csv_path = work / "log.csv"
+    logs = distribute.log_dir(dist, work)  # a non-chief worker's go to its temp folder
+    csv_path = logs / "log.csv"
     # Long epochs also keep a checkpoint every 1000 steps: a stopped run loses minutes, not an epoch.
     backup_freq = 1000 if steps_per_epoch > 2000 else "epoch"
     callbacks = [
@@ -169,9 +173,13 @@ def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: 
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience,
                                       restore_best_weights=True),
         keras.callbacks.CSVLogger(str(csv_path), append=True),
-        _Curves(csv_path, work / "curves.png"),
+        _Curves(csv_path, logs / "curves.png"),
         *cfg.extra_callbacks,
     ]
+    if dist is not None:
+        tr = distribute.train_input(dist, x_tr, y_tr, plan, cfg.seed, augment, dataset)
+        return model.fit(tr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, callbacks=callbacks,
+                         verbose=cfg.verbose)
     tr = dataset(x_tr, y_tr, cfg.batch_size, True, cfg.seed, augment)
     va = dataset(x_va, y_va, 512, False, cfg.seed)
     return model.fit(tr, validation_data=va, epochs=cfg.epochs, callbacks=callbacks,
@@ -217,6 +225,7 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
 def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     """Train on captchas from the `captcha` package (the default model's recipe)."""
     t0 = time.time()
+    dist = distribute.setup(cfg.strategy, cfg.peer_timeout)  # first: before any TensorFlow op
     meta = make_meta(cfg)
     if cfg.base:
         check_base(meta, cfg.base)
@@ -224,21 +233,23 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
                    max_length=cfg.max_length or cfg.length, width=tuple(cfg.gen_width),
                    height=tuple(cfg.gen_height), preferred=cfg.gen_preferred,
                    preferred_share=cfg.gen_preferred_share)
-    x_tr, t_tr = _training_set(cfg, spec, cfg.train_size, cfg.seed, meta)
-    x_va, t_va = _training_set(cfg, spec, cfg.val_size, cfg.seed + 1_000_003, meta)
+    x_tr, t_tr = _training_set(cfg, spec, cfg.train_size, cfg.seed, meta, dist)  # this worker's share
+    x_va, t_va = _training_set(cfg, spec, cfg.val_size, cfg.seed + 1_000_003, meta)  # all, on every worker
     y_tr, y_va = encode_labels(t_tr, meta), encode_labels(t_va, meta)
     gen_s = time.time() - t0
     keras.utils.set_random_seed(cfg.seed)
     kw = {"width": cfg.width_mult} if cfg.arch != "baseline" else {}
-    model = models.build(cfg.arch, meta, **kw)
-    base = continue_from(model, meta, cfg.base) if cfg.base else None
-    work = Path(str(Path(cfg.out).resolve()) + ".work")
+    with distribute.scope(dist):
+        model = models.build(cfg.arch, meta, **kw)
+        base = continue_from(model, meta, cfg.base) if cfg.base else None
+    work = Path(cfg.work_dir or str(Path(cfg.out).resolve()) + ".work").resolve()
     augment = None
     if cfg.augment:
         from .augment import make_augment
 
         augment = make_augment()
-    hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work, augment=augment, t_va=t_va)
+    hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work, augment=augment, t_va=t_va, dist=dist,
+               n_train=cfg.train_size)
     train_s = time.time() - t0 - gen_s
     sources = {"captcha package 0.7.1 (generated)": 1.0 - cfg.render_share}
     if cfg.render_share:
@@ -263,9 +274,16 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
         meta.trained_on["render"] = {**RenderSpec().describe(), "font_families": font_key()}
     if base is not None:
         meta.trained_on["base"] = base
+    if dist is not None:
+        plan = distribute.plan_batches(dist, cfg.batch_size, cfg.lr, cfg.train_size)
+        meta.trained_on.update(batch_size=plan.global_batch, lr=plan.lr,
+                               distribute=distribute.describe(dist, plan))
     meta.trained_on.update(cfg.extra_meta)
     meta.metrics = {k: _last(hist, k) for k in ("val_captcha_acc", "val_captcha_acc_nocase")
                     if k in hist.history}
+    model = distribute.model_to_save(dist, model, lambda: models.build(cfg.arch, meta, **kw))
+    if model is None:  # a cluster's non-chief worker: the chief writes the model
+        return None, meta
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     if cfg.fresh_eval:
         from .evaluate import record_fresh_metrics
@@ -308,18 +326,21 @@ def continue_from(model, meta: ModelMeta, base_dir: str | os.PathLike) -> dict:
             "metrics": bmeta.metrics}
 
 
-def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: ModelMeta):
+def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: ModelMeta, dist=None):
     """n captchas: the `captcha` package's, plus a render_share of the broad
-    renderer's (training/render.py), in one seeded random order."""
+    renderer's (training/render.py), in one seeded random order. With `dist`,
+    this worker's contiguous share of each source's indices only."""
     n_render = int(round(n * cfg.render_share))
-    x, texts = cached(spec, n - n_render, seed, meta, cfg.cache, workers=cfg.workers)
+    first, count = distribute.shard_range(dist, n - n_render)
+    x, texts = cached(spec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
     if not n_render:
         return x, texts
     from .render import RenderSpec
 
     rspec = RenderSpec(min_length=spec.min_length, max_length=spec.max_length)
-    xr, tr = cached(rspec, n_render, seed, meta, cfg.cache, workers=cfg.workers)
-    order = np.random.default_rng(seed).permutation(n)
+    first, count = distribute.shard_range(dist, n_render)
+    xr, tr = cached(rspec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
+    order = np.random.default_rng(seed).permutation(len(texts) + len(tr))
     return np.concatenate([x, xr])[order], [(texts + tr)[i] for i in order]
 
 
