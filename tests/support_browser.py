@@ -201,11 +201,14 @@ def tab_of(sw, page) -> dict:
     return tab
 
 
-def solve_from_menu(sw, page, src_url: str | None = None, frame_id: int = 0) -> dict:
-    """Call the context menu's own handler as Chromium would for a right-click on src_url."""
+def solve_from_menu(sw, page, src_url: str | None = None, frame_id: int = 0, frame_url: str | None = None) -> dict:
+    """Call the context menu's own handler as Chromium would for a right-click on src_url
+    (in the frame frame_id, whose address Chromium gives as frameUrl)."""
     tab = tab_of(sw, page)
     info = {"menuItemId": "solve-captcha-image" if src_url else "solve-captcha-page",
             "frameId": frame_id, "pageUrl": page.url, "editable": False}
+    if frame_url:
+        info["frameUrl"] = frame_url
     if src_url:
         info.update(srcUrl=src_url, mediaType="image")
     return sw.evaluate("([info, tab]) => self.solveFromMenu(info, tab)", [info, tab])

@@ -415,3 +415,115 @@ def test_the_note_never_covers_the_forms_controls(setup, browser, sw, page, wher
         page.click("#signin", timeout=3000)  # fails if the note intercepts the click
         expect(page).to_have_title("sent")
 
+
+# ---- dead ends that are not any more ------------------------------------------------------------------
+def test_a_captcha_in_an_open_shadow_root(setup, browser, sw, page):
+    """A web component holding the captcha and its box in an open shadow root: the clicked image
+    is found there, the answer goes into the box next to it, and the site's memory finds both
+    again (the shortcut on the next captcha)."""
+    captchas = sb.FreshCaptchas(seed=140)
+    body = ("<login-box id=login></login-box><script>"
+            "const root = document.getElementById('login').attachShadow({mode: 'open'});"
+            "root.innerHTML = \"<form onsubmit='event.preventDefault()'><label>E-mail <input id=mail name=mail></label>"
+            "<img id=cap src='/cap.png'><label>Code <input id=code name=captcha></label><button>Go</button></form>\";"
+            "</script>")
+    code = page.locator("#login").locator("#code")  # Playwright's CSS pierces open shadow roots
+    with sb.serving({"/": sb.html(sb.page_html("shadow", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas,
+                                    before=lambda p: p.locator("#mail").fill(EMAIL))
+        assert result["filled"], result
+        expect(code).to_have_value(want)
+        expect(page.locator("#mail")).to_have_value(EMAIL)
+        code.press("Enter")
+        wait_remembered(sw, "#login >>> #code")
+        assert site_memory(sw)["image"] == "#login >>> #cap"
+
+        open_page(browser, page, server)
+        again = sw.evaluate("(tab) => self.solveActiveTab(tab, 'shortcut')", sb.tab_of(sw, page))
+        label, rgba = captchas.last
+        assert again["ok"] and again["imageSelector"] == "#login >>> #cap", again
+        expect(code).to_have_value(agreed(setup, rgba, label, again["text"]))
+    assert server.hits("/cap.png") == 2, "each captcha is fetched once, by the page"
+
+
+def test_a_css_background_image_captcha_from_the_page_menu(setup, browser, sw, page):
+    """<div style="background-image: url(/cap.png)">: Chromium's menu has no image item for it,
+    so the user right-clicks it and chooses "Solve captcha on this page". Its pixels are read from
+    the screen (the URL is never requested again: a new request would be a new captcha)."""
+    captchas = sb.FreshCaptchas(seed=141)
+    body = ("<form><div id=cap class=captcha-image style='width:160px;height:60px;"
+            "background:url(/cap.png) no-repeat 0 0'></div><input id=answer name=code></form>")
+    with sb.serving({"/": sb.html(sb.page_html("background", body)), "/cap.png": captchas}) as server:
+        right, times = 0, []
+        for _ in range(ROUNDS):
+            open_page(browser, page, server)
+            page.wait_for_function("performance.getEntriesByType('resource')"
+                                   ".some((e) => e.name.endsWith('/cap.png') && e.responseEnd > 0)")
+            page.hover("#cap")  # the right-click's pointer
+            result = sb.solve_from_menu(sw, page)
+            label, rgba = captchas.last
+            assert result["ok"] and result["via"] == "screenshot" and result["imageSelector"] == "#cap", result
+            assert result["pixelsHash"] == sb.fnv1a(rgba.tobytes()), "the crop is not the background image"
+            want = agreed(setup, rgba, label, result["text"])
+            expect(page.locator("#answer")).to_have_value(want)
+            right += want == label
+            times.append(result["ms"])
+        assert server.hits("/cap.png") == ROUNDS, "the background's URL was requested again"
+    report("CSS background-image captcha (page menu)", right, ROUNDS, times)
+
+
+def frame_id_of(browser, sw, page, frame_url: str, pattern: str) -> int:
+    """The id Chromium gives the frame showing frame_url (what the context menu reports as frameId).
+    The extension cannot list a frame of another site, so it is given access to the frame's site
+    (as in grant_site_access, then the options page's own request), lists the frames, and gives the
+    access back: afterwards it holds exactly what a user's click on the toolbar gives."""
+    sb.grant_site_access(browser.ctx, browser.ext_id, pattern)
+    options = browser.ctx.new_page()
+    try:
+        options.goto(f"chrome-extension://{browser.ext_id}/options/options.html")
+        options.evaluate("""(origins) => { const b = document.createElement('button'); b.id = 'grant';
+            b.onclick = () => chrome.permissions.request({origins}).then((ok) => { window.granted = ok; });
+            document.body.prepend(b); }""", [pattern])
+        options.click("#grant")
+        options.wait_for_function("window.granted === true")
+    finally:
+        options.close()
+    frames = sw.evaluate("""async (tabId) => (await chrome.scripting.executeScript({
+        target: {tabId, allFrames: true}, func: () => location.href})).map((r) => [r.frameId, r.result])""",
+                         sb.tab_of(sw, page)["id"])
+    assert sw.evaluate("(origins) => chrome.permissions.remove({origins})", [pattern])
+    assert pattern not in sw.evaluate("chrome.permissions.getAll()")["origins"]
+    return next(fid for fid, url in frames if url == frame_url)
+
+
+def test_a_captcha_in_a_frame_of_another_site_gets_a_correct_message(setup, browser, sw, page):
+    """A shop (127.0.0.1) showing a sign-in frame from localhost: CaptchaLens may not read it. The
+    note, in the shop's page, names the frame's site (not the shop's) and does not send the user
+    to open the frame alone (that would load a new captcha); the page menu says the same."""
+    captchas = sb.FreshCaptchas(seed=142)
+    inner = sb.Server({"/frame": sb.html(sb.page_html("sign in", "<form><img id=cap src='/cap.png'>"
+                                                                 "<input id=answer name=captcha></form>")),
+                       "/cap.png": captchas}, host="localhost").start()
+    try:
+        outer_body = f"<h1>Shop</h1><iframe id=fr src='{inner.url('/frame')}' width=400 height=200></iframe>"
+        with sb.serving({"/": sb.html(sb.page_html("shop", outer_body))}) as server:
+            open_page(browser, page, server)
+            frame = page.frame_locator("#fr")
+            expect(frame.locator("#cap")).to_be_visible()
+            frame_id = frame_id_of(browser, sw, page, inner.url("/frame"), "*://localhost/*")
+            result = sb.solve_from_menu(sw, page, inner.url("/cap.png"), frame_id=frame_id,
+                                        frame_url=inner.url("/frame"))
+            assert not result["ok"] and result["code"] == "no_access", result
+            message = overlay(page, "message")
+            expect(message).to_contain_text("The captcha is inside a frame from localhost, not from 127.0.0.1.")
+            expect(message).to_contain_text("type it yourself")
+            expect(message).not_to_contain_text("Open that frame")
+
+            # the page menu (or the toolbar button) on the shop: the frame is named too
+            result = sb.solve_from_menu(sw, page)
+            assert not result["ok"] and result["code"] == "no_image", result
+            expect(overlay(page, "message")).to_contain_text("This page shows a frame from localhost")
+            expect(frame.locator("#answer")).to_have_value("")
+        assert inner.hits("/cap.png") == 1, "the captcha was requested again"
+    finally:
+        inner.stop()

@@ -43,23 +43,35 @@ async function callPage(target, method, args) {
 }
 
 /**
+ * The host name in an address, or '' when it has none.
+ * @param {string} url
+ * @returns {string}
+ */
+function hostOf(url) {
+  try {
+    return new URL(url).hostname;
+  } catch (e) {
+    return '';
+  }
+}
+
+/**
  * A user-readable reason why the extension may not run in a page.
  * @param {Error} error  from scripting.executeScript
- * @param {{frameId?: number, frameUrl?: string}} [where]  the frame it was asked to read
+ * @param {{frameId?: number, frameUrl?: string, pageUrl?: string}} [where]  the frame it was asked to
+ *        read, and the tab's page
  * @returns {string}
  */
 function pageAccessMessage(error, where = {}) {
   const text = (error && error.message) || String(error);
   if (/Cannot access|must request permission|activeTab/i.test(text)) {
     if (where.frameId) {
-      let site = 'another site';
-      try {
-        site = new URL(where.frameUrl).hostname || site;
-      } catch (e) {
-        // no frame URL: keep the generic name
-      }
-      return `The captcha is inside a frame from ${site}, which CaptchaLens may not read from this page. ` +
-        'Open that frame on its own (its address is in the frame\'s right-click menu) and solve it there.';
+      const site = hostOf(where.frameUrl || '') || 'another site';
+      const top = hostOf(where.pageUrl || '');
+      // Opening the frame on its own would load a new captcha: no use as advice.
+      return `The captcha is inside a frame from ${site}${top && top !== site ? `, not from ${top}` : ''}. ` +
+        'Chromium lets CaptchaLens read only the site whose page you asked about, so it cannot read this ' +
+        'captcha: type it yourself.';
     }
     return 'CaptchaLens may read a page only when you ask it to: right-click the captcha and choose ' +
       '"Solve captcha" (or use the toolbar button or the shortcut on that page).';

@@ -38,6 +38,7 @@ function solveFromMenu(info, tab) {
     windowId: tab.windowId,
     frameId: info.frameId || 0,
     frameUrl: info.frameUrl || '',
+    pageUrl: info.pageUrl || tab.url || '',
     srcUrl: info.menuItemId === MENU_PAGE ? '' : (info.srcUrl || ''),
     trigger: 'menu',
   });
@@ -71,6 +72,7 @@ async function autoSolveFromPage(sender) {
  * @param {number} req.windowId
  * @param {number} [req.frameId]
  * @param {string} [req.frameUrl]  the frame's address (for messages)
+ * @param {string} [req.pageUrl]  the tab's page address (for messages)
  * @param {string} [req.srcUrl]  the right-clicked image's URL (never requested again)
  * @param {string} req.trigger  'menu' | 'shortcut' | 'popup' | 'auto'
  * @returns {Promise<Object>} {ok, text, confidence, source, model, via, width, height, pixelsHash,

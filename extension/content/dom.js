@@ -9,6 +9,8 @@
     return;
   }
 
+  /** Joins a shadow host's selector and the selector inside its open shadow root. */
+  const SHADOW_SEP = ' >>> ';
   /** Where an element is hit-tested for what covers it: fractions of its width and height, edge to edge. */
   const COVER_GRID = [0.01, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.99];
   /** Attributes whose values describe an element (for captcha-word matching). */
@@ -48,7 +50,7 @@
    */
   function selectsOnly(el, selector) {
     try {
-      const found = el.ownerDocument.querySelectorAll(selector);
+      const found = el.getRootNode().querySelectorAll(selector);
       return found.length === 1 && found[0] === el;
     } catch (e) {
       return false;
@@ -63,6 +65,19 @@
    * @returns {string}
    */
   function uniqueSelector(el) {
+    const root = el.getRootNode();
+    if (root instanceof ShadowRoot) {
+      return `${uniqueSelector(root.host)}${SHADOW_SEP}${selectorInRoot(el)}`;
+    }
+    return selectorInRoot(el);
+  }
+
+  /**
+   * A selector that finds this element in its own tree (document or shadow root).
+   * @param {Element} el
+   * @returns {string}
+   */
+  function selectorInRoot(el) {
     const tag = el.localName;
     if (el.id && selectsOnly(el, `#${CSS.escape(el.id)}`)) {
       return `#${CSS.escape(el.id)}`;
@@ -83,7 +98,7 @@
     }
     const parts = [];
     let node = el;
-    while (node && node.nodeType === 1 && node !== el.ownerDocument.documentElement) {
+    while (node && node.nodeType === 1 && node !== el.ownerDocument.documentElement) { // (stops at a shadow root too)
       if (node !== el && node.id && selectsOnly(node, `#${CSS.escape(node.id)}`)) {
         parts.unshift(`#${CSS.escape(node.id)}`);
         break;
@@ -103,17 +118,59 @@
   }
 
   /**
-   * The element's content box (inside border and padding) in viewport CSS pixels.
+   * Every element matching the selector in the document and in all the open shadow roots in it.
+   * @param {string} selector
+   * @returns {Element[]}
+   */
+  function deepQueryAll(selector) {
+    const found = [];
+    const roots = [document];
+    while (roots.length) {
+      const root = roots.shift();
+      found.push(...root.querySelectorAll(selector));
+      for (const el of root.querySelectorAll('*')) {
+        if (el.shadowRoot) {
+          roots.push(el.shadowRoot);
+        }
+      }
+    }
+    return found;
+  }
+
+  /**
+   * The element a uniqueSelector() names (through open shadow roots), or null.
+   * @param {string} selector
+   * @returns {Element|null}
+   * @throws {DOMException} for a selector that is not valid CSS
+   */
+  function deepQuery(selector) {
+    const parts = selector.split(SHADOW_SEP);
+    let scope = document;
+    for (const part of parts.slice(0, -1)) {
+      const host = scope.querySelector(part);
+      scope = host && host.shadowRoot;
+      if (!scope) {
+        return null;
+      }
+    }
+    return scope.querySelector(parts[parts.length - 1]);
+  }
+
+  /**
+   * The element's content box (inside border and padding) in viewport CSS pixels; with
+   * padding = true its padding box (where a CSS background image is drawn).
    * @param {Element} el
+   * @param {boolean} [padding]
    * @returns {{x: number, y: number, width: number, height: number}}
    */
-  function contentRect(el) {
+  function contentRect(el, padding = false) {
     const r = el.getBoundingClientRect();
     const cs = getComputedStyle(el);
-    const left = parseFloat(cs.borderLeftWidth) + parseFloat(cs.paddingLeft);
-    const right = parseFloat(cs.borderRightWidth) + parseFloat(cs.paddingRight);
-    const top = parseFloat(cs.borderTopWidth) + parseFloat(cs.paddingTop);
-    const bottom = parseFloat(cs.borderBottomWidth) + parseFloat(cs.paddingBottom);
+    const pad = (side) => (padding ? 0 : parseFloat(cs[`padding${side}`]));
+    const left = parseFloat(cs.borderLeftWidth) + pad('Left');
+    const right = parseFloat(cs.borderRightWidth) + pad('Right');
+    const top = parseFloat(cs.borderTopWidth) + pad('Top');
+    const bottom = parseFloat(cs.borderBottomWidth) + pad('Bottom');
     return {
       x: r.left + left, y: r.top + top,
       width: Math.max(0, r.width - left - right), height: Math.max(0, r.height - top - bottom),
@@ -230,6 +287,6 @@
 
   self.CaptchaLensDom = Object.freeze({
     isVisible, describe, uniqueSelector, contentRect, rectGap, frameOffset, topViewport, afterPaint,
-    holds, coveringElements,
+    holds, coveringElements, deepQueryAll, deepQuery,
   });
 })();

@@ -193,7 +193,7 @@
     let mine = null;
     if (remembered) {
       try {
-        const el = document.querySelector(remembered);
+        const el = dom.deepQuery(remembered);
         mine = el && !isOtherField(el) ? el : null; // never a box that says e-mail, even if remembered
       } catch (e) {
         mine = null; // a damaged selector: look for the box afresh

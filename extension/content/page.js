@@ -185,10 +185,10 @@
    */
   function onAccept(event) {
     const box = current && current.input;
-    if (!event.isTrusted || !box || !box.isConnected || current.accepted || !(event.target instanceof Element)) {
+    const target = event.composedPath()[0]; // inside an open shadow root too (event.target is its host here)
+    if (!event.isTrusted || !box || !box.isConnected || current.accepted || !(target instanceof Element)) {
       return;
     }
-    const target = event.target;
     const form = box.form;
     let accepted = false;
     if (event.type === 'keydown') {

@@ -20,6 +20,8 @@
   const CAPTCHA_MAX = { width: 600, height: 250 };
   /** Elements that can show a captcha. */
   const IMAGE_SELECTOR = 'img, canvas, input[type=image]';
+  /** Elements that may show a captcha as a CSS background image. */
+  const BACKGROUND_SELECTOR = 'div, span, a, i, b, p, td, button, label';
 
   /**
    * Images showing exactly this URL (what the context menu reports as srcUrl).
@@ -27,12 +29,22 @@
    * @returns {Element|null}  the hovered one when several match, else the first visible
    */
   function findBySrc(srcUrl) {
-    const found = Array.from(document.querySelectorAll('img, input[type=image]'))
+    const found = dom.deepQueryAll('img, input[type=image]') // open shadow roots too
       .filter((el) => el.currentSrc === srcUrl || el.src === srcUrl);
     if (found.length <= 1) {
       return found[0] || null;
     }
     return found.find((el) => el.matches(':hover')) || found.find(dom.isVisible) || found[0];
+  }
+
+  /**
+   * Does the element show a CSS background image (url(), not only a gradient)? Chromium's menu
+   * offers no image item for it: it is found by the page item, and read from the screen.
+   * @param {Element} el
+   * @returns {boolean}
+   */
+  function hasBackgroundImage(el) {
+    return !el.matches(IMAGE_SELECTOR) && /url\(/.test(getComputedStyle(el).backgroundImage);
   }
 
   /**
@@ -52,16 +64,18 @@
    * @returns {Element|null}
    */
   function detectCaptcha() {
-    const hovered = Array.from(document.querySelectorAll('img:hover, canvas:hover, input[type=image]:hover'));
+    const hovered = dom.deepQueryAll(':hover').filter((el) => el.matches(IMAGE_SELECTOR) || hasBackgroundImage(el));
     const under = hovered.reverse().find((el) => dom.isVisible(el) && captchaSized(el));
     if (under) {
       return under;
     }
-    const inputs = Array.from(document.querySelectorAll('input')).filter((el) =>
+    const inputs = dom.deepQueryAll('input').filter((el) =>
       dom.isVisible(el) && ['', 'text', 'search', 'tel', 'number'].includes((el.getAttribute('type') || '').toLowerCase()));
     let best = null;
     let bestScore = 0;
-    for (const el of document.querySelectorAll(IMAGE_SELECTOR)) {
+    const shown = dom.deepQueryAll(`${IMAGE_SELECTOR}, ${BACKGROUND_SELECTOR}`)
+      .filter((el) => el.matches(IMAGE_SELECTOR) || (captchaSized(el) && hasBackgroundImage(el)));
+    for (const el of shown) {
       if (!dom.isVisible(el) || !captchaSized(el)) {
         continue;
       }
@@ -97,7 +111,7 @@
   function waitForElement(selector, timeoutMs) {
     const query = () => {
       try {
-        return document.querySelector(selector);
+        return dom.deepQuery(selector);
       } catch (e) {
         return null; // a damaged remembered selector
       }
@@ -268,6 +282,39 @@
   }
 
   /**
+   * The hosts of this page's frames from other sites (CaptchaLens may not look into them).
+   * @returns {string[]}
+   */
+  function foreignFrameHosts() {
+    const hosts = new Set();
+    for (const frame of dom.deepQueryAll('iframe, frame')) {
+      try {
+        const url = new URL(frame.src, location.href);
+        if (/^https?:$/.test(url.protocol) && url.origin !== location.origin) {
+          hosts.add(url.hostname);
+        }
+      } catch (e) {
+        // no address: nothing to name
+      }
+    }
+    return Array.from(hosts);
+  }
+
+  /**
+   * What to add to "not found" messages when the captcha may be in a frame of another site.
+   * @returns {string}
+   */
+  function framesHint() {
+    const hosts = foreignFrameHosts();
+    if (!hosts.length) {
+      return '';
+    }
+    return ` This page shows a frame from ${hosts.join(', ')}: a captcha inside it cannot be read, because ` +
+      `Chromium lets CaptchaLens read only the site whose page you asked about (${location.hostname}). ` +
+      'Type that one yourself.';
+  }
+
+  /**
    * Locate the captcha and read its pixels.
    * @param {{srcUrl?: string, imageSelector?: string, waitMs?: number}} args
    *   srcUrl: the right-clicked image; imageSelector: this site's remembered image;
@@ -282,7 +329,7 @@
     if (args.srcUrl) {
       el = findBySrc(args.srcUrl);
       if (!el) {
-        return { ok: false, code: 'not_found', message: 'The clicked image is no longer on the page.' };
+        return { ok: false, code: 'not_found', message: `The clicked image is no longer on the page.${framesHint()}` };
       }
     }
     if (!el && args.imageSelector) {
@@ -294,7 +341,8 @@
     if (!el) {
       return {
         ok: false, code: 'no_image',
-        message: 'No captcha image found on this page: right-click the captcha image and choose "Solve captcha".',
+        message: 'No captcha image found on this page: right-click the captcha image and choose "Solve captcha".' +
+          framesHint(),
       };
     }
     if (!(await waitForLoad(el, waitMs))) {
@@ -324,7 +372,7 @@
     }
     restoreCovers();
     const uncover = await hideCovers(el);
-    const r = dom.contentRect(el);
+    const r = dom.contentRect(el, hasBackgroundImage(el)); // a background is drawn in the padding box too
     return {
       ok: true, element: el, kind: 'screen', selector, dpr: devicePixelRatio, viewport: dom.topViewport(),
       rect: { x: r.x + offset.x, y: r.y + offset.y, width: r.width, height: r.height },
