@@ -341,7 +341,8 @@ def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: Mode
     first, count = distribute.shard_range(dist, n_render)
     xr, tr = cached(rspec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
     order = np.random.default_rng(seed).permutation(len(texts) + len(tr))
-    return np.concatenate([x, xr])[order], [(texts + tr)[i] for i in order]
+    both = texts + tr  # once: building it per item made this quadratic (400k captchas: hours)
+    return np.concatenate([x, xr])[order], [both[i] for i in order]
 
 
 def _last(hist, key):
