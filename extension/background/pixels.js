@@ -5,8 +5,35 @@
  */
 /* exported rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
 
-/** captureVisibleTab allows two calls a second; wait this long before the one retry. */
+/** Chromium allows captureVisibleTab this many calls per CAPTURE_WINDOW_MS (a window that starts at the first). */
+const CAPTURE_CALLS = 2;
+const CAPTURE_WINDOW_MS = 1000;
+/** Margin added to a computed wait (timers and Chromium's clock are not exact). */
+const CAPTURE_MARGIN_MS = 25;
+/** When Chromium refuses all the same (the worker restarted and forgot its captures): wait this long, once. */
 const CAPTURE_RETRY_MS = 600;
+
+/** This worker's captures in the current quota window: {start: ms, count}. Lost on a restart (then a retry). */
+const captureWindow = { start: -Infinity, count: 0 };
+
+/**
+ * How long to wait before the next capture fits Chromium's quota, and book it.
+ * @returns {number} ms
+ */
+function bookCapture() {
+  const now = performance.now();
+  let wait = 0;
+  if (now >= captureWindow.start + CAPTURE_WINDOW_MS) {
+    captureWindow.start = now;
+    captureWindow.count = 0;
+  } else if (captureWindow.count >= CAPTURE_CALLS) {
+    wait = captureWindow.start + CAPTURE_WINDOW_MS - now + CAPTURE_MARGIN_MS;
+    captureWindow.start = now + wait;
+    captureWindow.count = 0;
+  }
+  captureWindow.count += 1;
+  return wait;
+}
 /** Largest side accepted from a page (captchalens/images.py MAX_SIDE). */
 const MAX_SIDE = 2048;
 
@@ -54,11 +81,17 @@ function rgbaFromBase64(b64, width, height) {
 }
 
 /**
- * Screenshot of the visible tab as a data URL, retrying once when over Chrome's quota.
+ * Screenshot of the visible tab as a data URL. A burst of solves waits just until Chromium's quota
+ * (two a second) allows the next capture, instead of being refused and retrying blindly; a refusal
+ * all the same is retried once.
  * @param {number} windowId
  * @returns {Promise<string>}
  */
 async function captureVisible(windowId) {
+  const wait = bookCapture();
+  if (wait > 0) {
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
   try {
     return await chrome.tabs.captureVisibleTab(windowId, { format: 'png' });
   } catch (e) {
