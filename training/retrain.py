@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import statistics
 import time
@@ -51,6 +52,7 @@ TRUNK = ("stem", "sep2a", "sep2b", "sep3a", "sep3b", "sep4a", "sep4b", "collapse
 SEQUENCE = ("context", "context2")
 STEM_FILTERS = {"general": 24}  # stem filters at width 1 (the others': 32)
 CTC_ARCHS = ("ctc", "general")
+PROGRESS_ENV = "CAPTCHALENS_PROGRESS"  # a file to append JSON lines of progress to (the host's train jobs)
 
 
 @dataclass
@@ -81,6 +83,14 @@ class RetrainConfig:
 
 def _say(*a) -> None:
     print(*a, flush=True)
+
+
+def _progress(**fields) -> None:
+    """One JSON line ({"t": unix time, "phase": ..., ...}) into $CAPTCHALENS_PROGRESS, when set."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"t": round(time.time(), 3), **fields}) + "\n")
 
 
 def _fmt_time(s: float) -> str:
@@ -540,10 +550,15 @@ def retrain(cfg: RetrainConfig):
         say(f"  resuming the interrupted run in {work}")
     if say:
         say("")
+    _progress(phase="training", epoch=0, epochs=sched["epochs"], train=len(tr), val=len(va), init=init.mode)
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: _progress(
+        phase="training", epoch=e + 1, epochs=sched["epochs"], val_acc=logs.get("val_captcha_acc"),
+        loss=logs.get("loss")))
     epochs_run, best_epoch, best_acc = fit(
         model, meta, x[tr], y[tr], x[va], y[va], t_va, epochs=sched["epochs"], batch=sched["batch"],
         lr=sched["lr"], patience=sched["patience"], seed=cfg.seed, augment=cfg.augment, work=work,
-        say=say, extra_callbacks=cfg.extra_callbacks, score_start=any(c.startswith("logits") for c in copied))
+        say=say, extra_callbacks=[*cfg.extra_callbacks, progress],
+        score_start=any(c.startswith("logits") for c in copied))
 
     # Final figures on the validation split, through the solver's own decoding.
     probs = model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0)
@@ -576,6 +591,8 @@ def retrain(cfg: RetrainConfig):
                     "val_n": int(len(t_va))}
     path = save_model(model, meta, out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     shutil.rmtree(work, ignore_errors=True)  # its log and curves are in the model folder now
+    _progress(phase="trained", epochs_run=epochs_run, best_epoch=best_epoch,
+              val_acc=meta.metrics["val_captcha_acc"])
     wall = time.time() - t0
     if say:
         say(f"\nwrote {path} ({meta.params:,} parameters)")
