@@ -191,6 +191,21 @@ def test_two_unnamed_boxes_the_note_asks_and_remembers_the_pick(setup, browser, 
         expect(page.locator("#first_box")).to_have_value("")
 
 
+def test_a_box_outside_the_captchas_form_is_only_offered(setup, browser, sw, page):
+    """The captcha's form holds only an e-mail box; a plain box outside the form is near: it is
+    offered in the note, not filled."""
+    captchas = sb.FreshCaptchas(seed=111)
+    body = ("<form><label>E-mail <input type=email id=mail></label><img id=cap src='/cap.png'></form>"
+            "<label>Newsletter <input id=news></label>")
+    with sb.serving({"/": sb.html(sb.page_html("outside", LAYOUT_CSS + body)), "/cap.png": captchas}) as server:
+        result, want = solve_layout(setup, browser, sw, page, server, captchas)
+        assert result["asked"] and not result["filled"], result
+        expect(page.locator("#news")).to_have_value("")
+        sb.note_frame(page, result["solveId"]).locator("[data-cl=box]", has_text="Newsletter").click()
+        expect(page.locator("#news")).to_have_value(want)
+        expect(page.locator("#mail")).to_have_value("")
+
+
 def test_wrong_box_moves_the_answer_and_the_memory(setup, browser, sw, page):
     """The chooser is sure of the box labelled Code, but the captcha's box is the other one:
     "Wrong box?" in the note moves the answer there, and the site remembers that box."""

@@ -151,7 +151,6 @@
         if (!sameForm && tier > 0 && gap > MAX_GAP) {
           continue;
         }
-        // eslint-disable-next-line no-bitwise
         const after = Boolean(image.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING);
         ranked.push({ el, sameForm, tier, after, gap, order });
       }
@@ -165,11 +164,16 @@
    * Is the first of the ranked boxes clearly the captcha's? It is when it is the only one of its
    * scope (the image's form, or the page), when its words are more captcha-like than the next
    * one's, or when it is the only box that follows the image in its form.
+   * A box outside the captcha's own form with nothing captcha-like about it never is.
    * @param {Array<Object>} ranked  rankBoxes()
+   * @param {boolean} inForm  the captcha is in a form
    * @returns {boolean}
    */
-  function clearlyFirst(ranked) {
+  function clearlyFirst(ranked, inForm) {
     const [best, ...rest] = ranked;
+    if (inForm && !best.sameForm && best.tier === 2) {
+      return false;
+    }
     const rivals = rest.filter((r) => r.sameForm === best.sameForm);
     if (!rivals.length) {
       return true;
@@ -216,7 +220,7 @@
         return { input: null, sure: false, remembered: false, boxes, held: top.el };
       }
       best = free[0].el;
-      sure = clearlyFirst(free);
+      sure = clearlyFirst(free, Boolean(image.closest('form')));
     }
     if (best && holdsUserText(best)) {
       return { input: null, sure: false, remembered: Boolean(mine), boxes, held: best };
