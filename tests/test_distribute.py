@@ -175,6 +175,18 @@ def test_a_killed_worker_restarted_resumes_the_run_from_the_checkpoint(tmp_path)
     assert load_meta(out).trained_on["distribute"]["workers"] == 2
 
 
+def test_mirrored_trains_on_this_machines_devices_and_says_so_in_the_metadata(tmp_path):
+    out = tmp_path / "m"
+    env = {k: v for k, v in worker_env([1], 0).items() if k != "TF_CONFIG"}
+    done = subprocess.run([sys.executable, "-m", "captchalens.cli", "train", "--strategy", "mirrored",
+                           *_cli_args(out, tmp_path / "cache")], env=env, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    d = load_meta(out).trained_on["distribute"]
+    assert d["strategy"] == "MirroredStrategy" and d["workers"] == 1
+    assert d["global_batch"] == TINY["batch_size"] * d["replicas"]  # one replica per device (CPU: 1)
+
+
 def test_a_worker_that_cannot_reach_the_others_gives_up_in_bounded_time(tmp_path):
     ports = free_ports(2)  # nobody listens on the second
     timeout = 5

@@ -168,6 +168,8 @@ def setup(kind: str | None, peer_timeout: float = PEER_TIMEOUT, say=print) -> Di
     if kind is None:
         return None
     if _DIST:
+        if _DIST[0].kind != kind:
+            raise ClusterError(f"this process already trains under {_DIST[0].kind}; start a new one for {kind}")
         return _DIST[0]
     from captchalens._tf import tf
 
@@ -181,7 +183,7 @@ def setup(kind: str | None, peer_timeout: float = PEER_TIMEOUT, say=print) -> Di
                 f"waiting up to {peer_timeout:g} s for the others", flush=True)
         def join():  # the strategy, then one all-reduce: the chief's returns before the others join
             s = tf.distribute.MultiWorkerMirroredStrategy()
-            s.reduce(tf.distribute.ReduceOp.SUM, s.run(lambda: tf.constant(1.0)), axis=None)
+            _all_reduce_one(s)
             return s
 
         s = _connect(join, addresses, index, peer_timeout)
@@ -190,6 +192,20 @@ def setup(kind: str | None, peer_timeout: float = PEER_TIMEOUT, say=print) -> Di
         raise ClusterError(f"unknown strategy {kind!r}")
     _DIST.append(d)
     return d
+
+
+def _all_reduce_one(strategy) -> float:
+    from captchalens._tf import tf
+
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                                 axis=None))
+
+
+def barrier(dist: Dist | None) -> None:
+    """Wait here for every worker (the end of a run: the others wait while the chief writes,
+    so no worker leaves the cluster while another still needs it)."""
+    if dist is not None and dist.num_workers > 1:
+        _all_reduce_one(dist.strategy)
 
 
 def scope(dist: Dist | None):

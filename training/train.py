@@ -283,12 +283,14 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
                     if k in hist.history}
     model = distribute.model_to_save(dist, model, lambda: models.build(cfg.arch, meta, **kw))
     if model is None:  # a cluster's non-chief worker: the chief writes the model
+        distribute.barrier(dist)
         return None, meta
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     if cfg.fresh_eval:
         from .evaluate import record_fresh_metrics
 
         meta.metrics = record_fresh_metrics(path, cfg.fresh_eval, workers=cfg.workers)
+    distribute.barrier(dist)  # the other workers leave once the model is written
     return path, meta
 
 
