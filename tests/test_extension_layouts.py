@@ -514,7 +514,8 @@ def frame_id_of(browser, sw, page, frame_url: str, pattern: str) -> int:
 def test_a_captcha_in_a_frame_of_another_site_gets_a_correct_message(setup, browser, sw, page):
     """A shop (127.0.0.1) showing a sign-in frame from localhost: CaptchaLens may not read it. The
     note, in the shop's page, names the frame's site (not the shop's) and does not send the user
-    to open the frame alone (that would load a new captcha); the page menu says the same."""
+    to open the frame alone (that would load a new captcha); the page menu says the same. The
+    note's "Allow CaptchaLens to read localhost" asks Chromium for that site; then it is solved."""
     captchas = sb.FreshCaptchas(seed=142)
     inner = sb.Server({"/frame": sb.html(sb.page_html("sign in", "<form><img id=cap src='/cap.png'>"
                                                                  "<input id=answer name=captcha></form>")),
@@ -533,12 +534,27 @@ def test_a_captcha_in_a_frame_of_another_site_gets_a_correct_message(setup, brow
             expect(message).to_contain_text("The captcha is inside a frame from localhost, not from 127.0.0.1.")
             expect(message).to_contain_text("type it yourself")
             expect(message).not_to_contain_text("Open that frame")
+            allow = overlay(page, "allow-site")
+            expect(allow).to_have_text("Allow CaptchaLens to read localhost")
 
             # the page menu (or the toolbar button) on the shop: the frame is named too
             result = sb.solve_from_menu(sw, page)
             assert not result["ok"] and result["code"] == "no_image", result
             expect(overlay(page, "message")).to_contain_text("This page shows a frame from localhost")
             expect(frame.locator("#answer")).to_have_value("")
+
+            # the user allows CaptchaLens to read localhost from the note, then solves again: the
+            # captcha (the same one: never requested again) is read and its box filled
+            sb.solve_from_menu(sw, page, inner.url("/cap.png"), frame_id=frame_id, frame_url=inner.url("/frame"))
+            sb.grant_site_access(browser.ctx, browser.ext_id, "*://localhost/*")  # headless: see its docstring
+            overlay(page, "allow-site").click()
+            expect(overlay(page, "allow-status")).to_contain_text("CaptchaLens may read localhost now")
+            result = sb.solve_from_menu(sw, page, inner.url("/cap.png"), frame_id=frame_id,
+                                        frame_url=inner.url("/frame"))
+            assert result["ok"] and result["site"] == "localhost", result
+            label, rgba = captchas.last
+            expect(frame.locator("#answer")).to_have_value(agreed(setup, rgba, label, result["text"]))
+            assert sw.evaluate("(o) => chrome.permissions.remove({origins: o})", ["*://localhost/*"])
         assert inner.hits("/cap.png") == 1, "the captcha was requested again"
     finally:
         inner.stop()

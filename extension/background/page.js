@@ -2,7 +2,7 @@
  * The background's side of the content scripts: inject them into one frame and
  * call their entry points (self.CaptchaLensPage[method]) with scripting.executeScript.
  */
-/* exported CONTENT_FILES, injectPage, callPage, pageAccessMessage */
+/* exported CONTENT_FILES, injectPage, callPage, pageAccessMessage, hostOf */
 
 /** Content script files, in load order (each defines its part once per frame). */
 const CONTENT_FILES = [
@@ -71,7 +71,7 @@ function pageAccessMessage(error, where = {}) {
       // Opening the frame on its own would load a new captcha: no use as advice.
       return `The captcha is inside a frame from ${site}${top && top !== site ? `, not from ${top}` : ''}. ` +
         'Chromium lets CaptchaLens read only the site whose page you asked about, so it cannot read this ' +
-        'captcha: type it yourself.';
+        `captcha: type it yourself, or allow CaptchaLens to read ${site} too (below) and solve it again.`;
     }
     return 'CaptchaLens may read a page only when you ask it to: right-click the captcha and choose ' +
       '"Solve captcha" (or use the toolbar button or the shortcut on that page).';

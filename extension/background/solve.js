@@ -11,7 +11,7 @@
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
           rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, pixelsHash, hostSolve, siteMemory, rememberSite,
-          rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable */
+          rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
 /** Context menu item ids. */
@@ -90,7 +90,9 @@ async function solveInFrame(req) {
   } catch (e) {
     const message = pageAccessMessage(e, req);
     if (!auto) {
-      await tellUser(req, message);
+      // a frame of another site: the note offers to ask for access to it
+      await tellUser(req, message, req.frameId && /Cannot access|must request permission/i.test(e.message || '')
+        ? hostOf(req.frameUrl || '') : '');
     }
     return { ok: false, code: 'no_access', message };
   }
@@ -269,14 +271,15 @@ function clearToolbarNote(tabId) {
  * CaptchaLens may read that, else on the toolbar button (badge "!" and its tooltip).
  * @param {{tabId: number, frameId?: number}} req
  * @param {string} message
+ * @param {string} [allowSite]  a frame's site the note offers to ask access to
  * @returns {Promise<void>}
  */
-async function tellUser(req, message) {
+async function tellUser(req, message, allowSite = '') {
   if (req.frameId) {
     const top = { tabId: req.tabId, frameIds: [0] };
     try {
       await injectPage(top);
-      await callPage(top, 'showMessage', { message });
+      await callPage(top, 'showMessage', { message, allowSite });
       return;
     } catch (e) {
       // the top frame is off limits too: use the toolbar button

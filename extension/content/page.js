@@ -279,12 +279,13 @@
 
   /**
    * Show a message (an error, or why nothing could be solved) under the captcha.
-   * @param {{message: string, level?: string}} args
+   * @param {{message: string, level?: string, allowSite?: string}} args  allowSite: a frame's site
+   *        the note offers to ask access to
    * @returns {boolean}
    */
   function showMessage(args) {
     const image = lastElement && lastElement.isConnected ? lastElement : null;
-    showOverlay(image, { message: args.message, level: args.level || 'error' });
+    showOverlay(image, { message: args.message, level: args.level || 'error', allowSite: args.allowSite || '' });
     return true;
   }
 

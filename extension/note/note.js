@@ -11,12 +11,12 @@
  * one correction per solve.
  *
  * What to show comes in the address's fragment: #<JSON of {text, confidence,
- * source, message, level, solveId, boxes, filled, ask}>. The note tells its
+ * source, message, level, solveId, boxes, filled, ask, allowSite}>. The note tells its
  * frame's owner (the content script) its size, when to close, and which box
  * the user picks for the answer (on the user's own click) or points at; it
  * listens to no message.
  */
-/* global MESSAGE */
+/* global MESSAGE, sitePattern */
 'use strict';
 
 /** How long the note must have been visible and uncovered before a Send counts (IntersectionObserver v2). */
@@ -229,6 +229,39 @@ function wireBoxes(view) {
   part('boxes').hidden = false;
 }
 
+/** A site name the note may offer access to (a host name, an IPv4 or a bracketed IPv6 address). */
+const SITE_RE = /^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])$/i;
+
+/**
+ * "Allow CaptchaLens to read <site>": on the user's own click, ask Chromium for access to a
+ * frame's site (Chromium shows its own prompt naming the site; nothing is granted without it).
+ * @param {string} site
+ */
+function wireAllow(site) {
+  const button = part('allow-site');
+  const status = part('allow-status');
+  button.textContent = `Allow CaptchaLens to read ${site}`;
+  part('allow').hidden = false;
+  button.addEventListener('click', async (event) => {
+    if (!event.isTrusted) {
+      return;
+    }
+    let granted = false;
+    let why = 'you did not allow it';
+    try {
+      granted = await chrome.permissions.request({ origins: [sitePattern(site)] });
+    } catch (e) {
+      why = e.message;
+    }
+    status.className = granted ? 'status' : 'status error';
+    status.textContent = granted
+      ? `CaptchaLens may read ${site} now: right-click the captcha again and choose "Solve captcha".`
+      : `Not allowed: ${why}.`;
+    button.disabled = granted;
+    reportSize();
+  });
+}
+
 /** Fill the note from its view and wire its buttons. */
 function init() {
   const view = readView();
@@ -252,6 +285,9 @@ function init() {
     message.textContent = String(view.message);
     message.className = `message ${['error', 'warn'].includes(view.level) ? view.level : 'info'}`;
     message.hidden = false;
+  }
+  if (typeof view.allowSite === 'string' && SITE_RE.test(view.allowSite)) {
+    wireAllow(view.allowSite);
   }
   if (Array.isArray(view.boxes) && (view.boxes.length > 1 || view.ask)) {
     wireBoxes(view); // a single box filled needs no words
