@@ -20,6 +20,8 @@
   const CAPTCHA_MAX = { width: 600, height: 250 };
   /** Elements that can show a captcha. */
   const IMAGE_SELECTOR = 'img, canvas, input[type=image]';
+  /** Taken off a background image's detection score (see detectCaptcha). */
+  const BACKGROUND_DOUBT = 0.5;
   /** Elements that may show a captcha as a CSS background image. */
   const BACKGROUND_SELECTOR = 'div, span, a, i, b, p, td, button, label';
 
@@ -93,6 +95,9 @@
       }
       if (el.closest('form') && near.some((input) => input.form === el.closest('form'))) {
         score += 1;
+      }
+      if (!el.matches(IMAGE_SELECTOR)) {
+        score -= BACKGROUND_DOUBT; // backgrounds are often decoration: an image wins a tie, words are needed
       }
       if (score > bestScore) {
         best = el;
