@@ -20,6 +20,10 @@
   const CAPTCHA_MAX = { width: 600, height: 250 };
   /** Elements that can show a captcha. */
   const IMAGE_SELECTOR = 'img, canvas, input[type=image]';
+  /** Rounds of hiding what covers the captcha (a cover's own children may cover it too). */
+  const UNCOVER_ROUNDS = 4;
+  /** Covers come back after this long even if the background never asks (it failed, the worker stopped). */
+  const UNCOVER_MAX_MS = 3000;
   /** Taken off a background image's detection score (see detectCaptcha). */
   const BACKGROUND_DOUBT = 0.5;
   /** Elements that may show a captcha as a CSS background image. */
@@ -244,10 +248,7 @@
 
   /** Elements hidden for a screenshot because they cover the captcha: [{el, value, priority}]. */
   let hiddenCovers = [];
-  /** Rounds of hiding what covers the captcha (a cover's own children may cover it too). */
-  const UNCOVER_ROUNDS = 4;
-  /** Covers come back after this long even if the background never asks (it failed, the worker stopped). */
-  const UNCOVER_MAX_MS = 3000;
+  /** The timer that shows them again if the background never asks (see UNCOVER_MAX_MS). */
   let uncoverTimer = 0;
 
   /**
