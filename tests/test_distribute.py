@@ -102,15 +102,12 @@ def test_tf_config_puts_the_chief_first():
     assert distribute.wanted(False, "mirrored", {}) == "mirrored"
 
 
-def test_a_labelled_folder_with_a_cluster_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+def test_cluster_without_tf_config_says_how_to_set_it(tmp_path, monkeypatch, capsys):
     from captchalens.cli import main
 
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}')
-    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
-    assert "without TF_CONFIG" in capsys.readouterr().err and not (tmp_path / "m").exists()
-    monkeypatch.delenv("TF_CONFIG")
-    assert main(["train", "--cluster", "--out", str(tmp_path / "m")]) == 2  # --cluster needs TF_CONFIG
-    assert "needs TF_CONFIG" in capsys.readouterr().err
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["train", "--cluster", "--out", str(tmp_path / "m")]) == 2
+    assert "needs TF_CONFIG" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
 # ---- two real workers ------------------------------------------------------------------
@@ -173,6 +170,27 @@ def test_a_killed_worker_restarted_resumes_the_run_from_the_checkpoint(tmp_path)
         done = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert done == list(range(epochs))  # resumed: no epoch trained twice (the log is appended to)
     assert load_meta(out).trained_on["distribute"]["workers"] == 2
+
+
+def test_two_workers_train_on_a_labelled_folder_each_its_share_of_the_files(tmp_path):
+    from captchalens.cli import main
+    from captchalens.solver import Solver
+
+    folder, out = tmp_path / "labelled", tmp_path / "site"
+    assert main(["gen", str(folder), "-n", "40", "--seed", "4"]) == 0
+    args = ["--data", str(folder), "--out", str(out), "--from-scratch", "--arch", "small", "--width-mult",
+            "0.25", "--epochs", "2", "--batch-size", "4", "--no-augment", "--patience", "10"]
+    ports = free_ports(2)
+    logs = [tmp_path / f"w{k}.log" for k in range(2)]
+    codes = _wait([start_cli(args, ports, k, logs[k]) for k in range(2)])
+    assert codes == [0, 0], [p.read_text(errors="replace")[-3000:] for p in logs]
+    assert [p.parent for p in tmp_path.rglob(META_FILE)] == [out]  # the chief's model only
+    assert "the chief writes" in logs[1].read_text()
+    meta = load_meta(out)
+    d, split = meta.trained_on["distribute"], meta.trained_on["split"]
+    assert d["workers"] == 2 and split["train"] + split["val"] == 40
+    assert meta.trained_on["batch_size"] == 8  # 4 per replica x 2
+    assert Solver(out).meta.charset == meta.charset
 
 
 def test_mirrored_trains_on_this_machines_devices_and_says_so_in_the_metadata(tmp_path):

@@ -185,14 +185,9 @@ def _train(args, strategy: str | None) -> int:
     from .train import train_generated
 
     if getattr(args, "data", None):
-        if strategy is not None:
-            from .distribute import ClusterError
-
-            raise ClusterError("--data trains on one machine (a labelled folder trains in minutes); "
-                               "run it without --cluster/--strategy and without TF_CONFIG set")
         from .retrain import train_folder  # the retrain path (a user's own captchas)
 
-        return train_folder(args)
+        return train_folder(args, strategy)
     _generated_defaults(args, TrainConfig())
     lo, hi = args.length
     if lo != hi and args.arch not in ("ctc", "general"):

@@ -180,7 +180,8 @@ def setup(kind: str | None, peer_timeout: float = PEER_TIMEOUT, say=print) -> Di
         addresses, index, chief = read_tf_config()
         if say:
             say(f"joining the cluster as worker {index} of {len(addresses)} ({addresses[index]}); "
-                f"waiting up to {peer_timeout:g} s for the others", flush=True)
+                f"waiting up to {peer_timeout:g} s for the others")
+            sys.stdout.flush()
         def join():  # the strategy, then one all-reduce: the chief's returns before the others join
             s = tf.distribute.MultiWorkerMirroredStrategy()
             _all_reduce_one(s)
@@ -264,7 +265,7 @@ def describe(dist: Dist, plan: BatchPlan) -> dict:
             "per_replica_batch": plan.per_replica, "global_batch": plan.global_batch,
             "lr": plan.lr, "rule": LR_RULE,
             "data": "each worker its contiguous share of the image indices (a folder: every N-th "
-                    "training file); the same validation set on every worker"}
+                    "file of the training split); the same validation set on every worker"}
 
 
 def train_input(dist: Dist, x, y, plan: BatchPlan, seed: int, augment, make_dataset):
@@ -280,9 +281,12 @@ def train_input(dist: Dist, x, y, plan: BatchPlan, seed: int, augment, make_data
 
 
 def predict_local(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The model's outputs on uint8 inputs, computed here (no distributed predict)."""
-    outs = [model(x[i:i + batch].astype(np.float32) / 255.0, training=False).numpy()
-            for i in range(0, len(x), batch)]
+    """The model's outputs on inputs (uint8 as stored, or floats in 0..1), computed here
+    (no distributed predict)."""
+    def floats(a):
+        return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a
+
+    outs = [model(floats(x[i:i + batch]), training=False).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(outs)
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import statistics
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ import numpy as np
 from captchalens._tf import keras, tf
 from captchalens.decode import decode
 
+from . import distribute
 from .folder import DataError, load_folder, split
 
 INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collapses exactly 6
@@ -79,6 +81,9 @@ class RetrainConfig:
     augment: bool = True
     verbose: bool = True
     extra_callbacks: list = field(default_factory=list)
+    strategy: str | None = None  # None | "multi_worker" | "mirrored" (training/distribute.py)
+    work_dir: str | None = None  # checkpoints (default <out>.work; shared by a cluster's workers)
+    peer_timeout: float = distribute.PEER_TIMEOUT
 
 
 def _say(*a) -> None:
@@ -316,9 +321,10 @@ class Validate(keras.callbacks.Callback):
     run: CTC from scratch can idle on blanks for many epochs before it reads
     anything) and restores the best."""
 
-    def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say, score_start: bool = False):
+    def __init__(self, meta, x_va, y_va, t_va, loss_fn, patience, work: Path, say, score_start: bool = False,
+                 dist=None):
         super().__init__()
-        self.score_start = score_start
+        self.score_start, self.dist, self.best_weights = score_start, dist, None
         self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
         self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
         self.best = None  # (acc, -loss)
@@ -335,13 +341,24 @@ class Validate(keras.callbacks.Callback):
             # never end worse on them than it began.
             acc, loss = self._score()
             self.best, self.best_epoch = (round(acc, 6), -loss), -1
-            self.model.save_weights(self.work / "best.weights.h5")
-            (self.work / "best.json").write_text(json.dumps({"score": self.best, "epoch": -1}))
+            self._keep_best()
             if self.say:
                 self.say(f"  start      validation {100 * acc:5.1f}% (before training)")
 
+    def _keep_best(self) -> None:
+        """The best weights into the work folder (a cluster: the chief's, and in memory)."""
+        if self.dist is not None:
+            self.best_weights = self.model.get_weights()  # every worker: a collective
+            if not self.dist.is_chief:  # saving reads batch-norm statistics (collectives) too: into a temp
+                with tempfile.TemporaryDirectory() as tmp:
+                    self.model.save_weights(Path(tmp) / "best.weights.h5")
+                return
+        self.model.save_weights(self.work / "best.weights.h5")
+        (self.work / "best.json").write_text(json.dumps({"score": self.best, "epoch": self.best_epoch}))
+
     def _score(self) -> tuple[float, float]:
-        probs = self.model.predict(self.x_va, batch_size=256, verbose=0)
+        probs = (self.model.predict(self.x_va, batch_size=256, verbose=0) if self.dist is None
+                 else distribute.predict_local(self.model, self.x_va))
         answers = [t for t, _ in decode(probs, self.meta)]
         acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
         return acc, float(np.mean(self.loss_fn(self.y_va, probs)))
@@ -355,8 +372,7 @@ class Validate(keras.callbacks.Callback):
         better = self.best is None or score > self.best
         if better:
             self.best, self.best_epoch = score, epoch
-            self.model.save_weights(self.work / "best.weights.h5")
-            (self.work / "best.json").write_text(json.dumps({"score": score, "epoch": epoch}))
+            self._keep_best()
         if self.say:
             train_acc = logs.get("captcha_acc")
             self.say(f"  epoch {epoch + 1:3d}/{self.params['epochs']}  loss {logs.get('loss', 0):.3f}"
@@ -367,42 +383,51 @@ class Validate(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if (self.work / "best.weights.h5").is_file():
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        elif (self.work / "best.weights.h5").is_file():
             self.model.load_weights(self.work / "best.weights.h5")
 
 
 def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patience, seed, augment,
-        work: Path, say=None, extra_callbacks=(), score_start: bool = False):
+        work: Path, say=None, extra_callbacks=(), score_start: bool = False, dist=None, n_train=None):
     """Adam with warm-up + cosine decay over the whole run; augmentation in tf.data;
     the best epoch on the validation split is kept. Returns (epochs run, best epoch, best acc)."""
     from . import models
     from .train import captcha_accuracy, dataset, plot_curves
 
-    steps = len(x_tr) // batch
+    plan = distribute.plan_batches(dist, batch, lr, n_train or len(x_tr))  # one process: as given
+    steps, lr = plan.steps, plan.lr
     total = steps * epochs
     warm = min(total // 10, 2 * steps)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, total - warm), warmup_target=lr, warmup_steps=warm)
     fixed = meta.decoding == "fixed"
     loss_fn = models.smoothed_ce(0.1) if fixed else models.ctc_loss
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn,
-                  metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
-    csv_path = work / "log.csv"
+    with distribute.scope(dist):
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn,
+                      metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
+    logs = distribute.log_dir(dist, work)  # a non-chief worker's go to its temp folder
+    csv_path = logs / "log.csv"
     validate = Validate(meta, x_va.astype(np.float32) / 255.0, tf.constant(y_va), t_va, loss_fn,
-                        patience, work, say, score_start)
+                        patience, work, say, score_start, dist)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),  # an interrupted run resumes
         validate,
         keras.callbacks.CSVLogger(str(csv_path), append=True),
         keras.callbacks.LambdaCallback(  # the curves PNG every 10 epochs and at the end
-            on_epoch_end=lambda e, _: e % 10 == 9 and plot_curves(csv_path, work / "curves.png"),
-            on_train_end=lambda _: plot_curves(csv_path, work / "curves.png")),
+            on_epoch_end=lambda e, _: e % 10 == 9 and plot_curves(csv_path, logs / "curves.png"),
+            on_train_end=lambda _: plot_curves(csv_path, logs / "curves.png")),
         *extra_callbacks,
     ]
     from .augment import make_augment
 
-    tr = dataset(x_tr, y_tr, batch, True, seed, make_augment() if augment else None)
-    model.fit(tr, epochs=epochs, callbacks=callbacks, verbose=0)
+    if dist is not None:
+        tr = distribute.train_input(dist, x_tr, y_tr, plan, seed, make_augment() if augment else None, dataset)
+        model.fit(tr, steps_per_epoch=steps, epochs=epochs, callbacks=callbacks, verbose=0)
+    else:
+        tr = dataset(x_tr, y_tr, batch, True, seed, make_augment() if augment else None)
+        model.fit(tr, epochs=epochs, callbacks=callbacks, verbose=0)
     return validate.last_epoch + 1, validate.best_epoch + 1, validate.best[0]
 
 
@@ -469,6 +494,7 @@ def retrain(cfg: RetrainConfig):
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file())):
         raise DataError(f"--out {cfg.out} exists and is not a model folder: refusing to replace it; "
                         f"give a new folder")
+    dist = distribute.setup(cfg.strategy, cfg.peer_timeout, say=say)  # before any TensorFlow op
     images, texts, report = load_folder(cfg.data, cfg.charset, cfg.lengths,
                                         charset_name="the --charset you gave")
     if len(texts) < MIN_IMAGES:
@@ -534,20 +560,23 @@ def retrain(cfg: RetrainConfig):
     y = encode_labels(texts, meta)
     keras.utils.set_random_seed(cfg.seed)
     kw = {} if p.arch == "baseline" else {"width": width}
-    model = models.build(p.arch, meta, **kw)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = BN_MOMENTUM
-    ctc_pair = (init.mode == "finetune" and meta.decoding == init.base_meta.decoding == "ctc_greedy")
-    copied = (transfer(model, init.base_model, init.copy_head,
-                       (init.base_meta.charset, meta.charset) if ctc_pair else None)
-              if init.mode == "finetune" else [])
+    with distribute.scope(dist):
+        model = models.build(p.arch, meta, **kw)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = BN_MOMENTUM
+        ctc_pair = (init.mode == "finetune" and meta.decoding == init.base_meta.decoding == "ctc_greedy")
+        copied = (transfer(model, init.base_model, init.copy_head,
+                           (init.base_meta.charset, meta.charset) if ctc_pair else None)
+                  if init.mode == "finetune" else [])
     init.base_model = None
-    work = Path(str(out) + ".work")
+    work = Path(cfg.work_dir or str(out) + ".work").resolve()
     fingerprint = _fingerprint(meta.to_json(), report.files, texts, cfg.seed, cfg.split_seed,
                                cfg.val_share, sched, init.mode, init.base, cfg.augment)
-    if _prepare_work(work, fingerprint, say) and say:
+    if (dist is None or dist.is_chief) and _prepare_work(work, fingerprint, say) and say:
         say(f"  resuming the interrupted run in {work}")
+    distribute.barrier(dist)  # the others start once the chief has settled the work folder
+    mine = distribute.shard_indices(dist, tr)  # a cluster: this worker's files of the training split
     if say:
         say("")
     _progress(phase="training", epoch=0, epochs=sched["epochs"], train=len(tr), val=len(va), init=init.mode)
@@ -555,13 +584,14 @@ def retrain(cfg: RetrainConfig):
         phase="training", epoch=e + 1, epochs=sched["epochs"], val_acc=logs.get("val_captcha_acc"),
         loss=logs.get("loss")))
     epochs_run, best_epoch, best_acc = fit(
-        model, meta, x[tr], y[tr], x[va], y[va], t_va, epochs=sched["epochs"], batch=sched["batch"],
+        model, meta, x[mine], y[mine], x[va], y[va], t_va, epochs=sched["epochs"], batch=sched["batch"],
         lr=sched["lr"], patience=sched["patience"], seed=cfg.seed, augment=cfg.augment, work=work,
         say=say, extra_callbacks=[*cfg.extra_callbacks, progress],
-        score_start=any(c.startswith("logits") for c in copied))
+        score_start=any(c.startswith("logits") for c in copied), dist=dist, n_train=len(tr))
 
     # Final figures on the validation split, through the solver's own decoding.
-    probs = model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0)
+    probs = (model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0) if dist is None
+             else distribute.predict_local(model, x[va]))
     answers = [t for t, _ in decode(probs, meta)]
     right = sum(a == t for a, t in zip(answers, t_va))
     from .evaluate import _char_pairs
@@ -589,8 +619,17 @@ def retrain(cfg: RetrainConfig):
     }
     meta.metrics = {"val_captcha_acc": round(right / len(t_va), 5), "val_char_acc": round(char_acc, 5),
                     "val_n": int(len(t_va))}
+    if dist is not None:
+        batches = distribute.plan_batches(dist, sched["batch"], sched["lr"], len(tr))
+        meta.trained_on.update(batch_size=batches.global_batch, lr=batches.lr,
+                               distribute=distribute.describe(dist, batches))
+    model = distribute.model_to_save(dist, model, lambda: models.build(p.arch, meta, **kw))
+    if model is None:  # a cluster's non-chief worker: the chief writes the model
+        distribute.barrier(dist)
+        return None, meta
     path = save_model(model, meta, out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     shutil.rmtree(work, ignore_errors=True)  # its log and curves are in the model folder now
+    distribute.barrier(dist)  # the other workers leave once the model is written
     _progress(phase="trained", epochs_run=epochs_run, best_epoch=best_epoch,
               val_acc=meta.metrics["val_captcha_acc"])
     wall = time.time() - t0
@@ -607,7 +646,7 @@ def retrain(cfg: RetrainConfig):
     return path, meta
 
 
-def config_from_args(args) -> RetrainConfig:
+def config_from_args(args, strategy: str | None = None) -> RetrainConfig:
     """`captchalens train --data ...` flags -> RetrainConfig (None = choose from the data)."""
     lengths = getattr(args, "length", None)
     return RetrainConfig(
@@ -618,11 +657,14 @@ def config_from_args(args) -> RetrainConfig:
         width_mult=getattr(args, "width_mult", None), val_share=getattr(args, "val_share", 0.15),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
         seed=args.seed, augment=not getattr(args, "no_augment", False),
-        verbose=True)
+        verbose=True, strategy=strategy, work_dir=getattr(args, "work_dir", None),
+        peer_timeout=getattr(args, "peer_timeout", distribute.PEER_TIMEOUT))
 
 
-def train_folder(args) -> int:
-    """Entry point of `captchalens train --data DIR --out DIR`."""
-    retrain(config_from_args(args))
+def train_folder(args, strategy: str | None = None) -> int:
+    """Entry point of `captchalens train --data DIR --out DIR` (strategy: distribute.py's kind)."""
+    path, _ = retrain(config_from_args(args, strategy))
+    if path is None:
+        print(f"\nthis worker's part is done; the chief writes {args.out}")
     return 0
 
