@@ -184,7 +184,8 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
   if (settings.rememberSites && where.site) {
     if (shown.filled) {
       // the image the user asked about; the box only once the user accepts or picks it (watchBox)
-      await rememberSite(where.site, { image: read.selector, input: '', model: answer.model });
+      // a model the automatic reader picked for this one captcha is not pinned to the site
+      await rememberSite(where.site, { image: read.selector, input: '', model: answer.auto ? '' : answer.model });
     }
     watchBox(target, where.site, solveId, read.selector);
   }
@@ -386,6 +387,6 @@ async function solveInBrowser(rgba, modelName) {
   }
   return {
     text: result.text, confidence: result.confidence, source: 'browser',
-    model: loaded.entry.name, backend: loaded.backend, ms: result.ms,
+    model: loaded.entry.name, backend: loaded.backend, ms: result.ms, auto: Boolean(rule),
   };
 }
