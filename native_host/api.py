@@ -4,6 +4,8 @@ here are the HTTP-only parts: reading forms and bodies, Host/Origin checks, the 
 
     GET  /health    GET /models    POST /solve
     POST /samples   POST /reload   (both need the token)
+    GET  /sites     POST /train {site}   GET /train/<id|latest>   POST /train/<id>/cancel
+    GET  /models/<name>/files[/<file>?offset=&length=]    (a site's model; all need the token)
     POST /pair      (the extension's options page only): {} asks for a code, {"code"} gets the token
     GET|POST /demo  a fresh captcha to try the extension on
 """
@@ -188,6 +190,54 @@ def samples():
 @needs_token
 def reload():
     return service.reload(state())
+
+
+@bp.get("/sites")
+@needs_token  # site names are the user's browsing
+def sites():
+    return service.sites(state())
+
+
+def json_body() -> dict:
+    """A JSON object body ({} when there is none)."""
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+@bp.post("/train")
+@needs_token
+def train_start():
+    return service.train_start(state(), json_body().get("site")), 202
+
+
+@bp.get("/train/<job_id>")
+@needs_token
+def train_status(job_id):
+    return service.train_status(state(), job_id)
+
+
+@bp.post("/train/<job_id>/cancel")
+@needs_token
+def train_cancel(job_id):
+    return service.train_cancel(state(), job_id)
+
+
+@bp.get("/models/<name>/files")
+@bp.get("/models/<name>/files/<file>")
+@needs_token
+def model_files(name, file=None):
+    try:
+        offset = int(request.args.get("offset", 0))
+        length = int(request.args["length"]) if "length" in request.args else None
+    except ValueError:
+        raise ApiError(400, "'offset' and 'length' must be whole numbers") from None
+    return service.model_files(state(), name, file, offset, length)
 
 
 PAIR_HOW = 'send {} to ask for a pairing code, then {"code": "<the 6 digits the host shows>"}'

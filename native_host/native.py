@@ -10,8 +10,10 @@ limit, 1 MB). Protocol, version API_VERSION:
     error    {"api": 1, "id": 7, "type": "solve", "ok": false, "status": 400, "error": "..."}
 
 Types: ping (answers at once, also while the models load), health, models, solve,
-samples ({image, text, site, model}), reload. Every request gets exactly one answer with
-its id; answers may come out of order (requests run on a few threads). A frame that
+samples ({image, text, site, model}), reload, and a site's model (jobs.py): sites,
+train_start ({site}), train_status ({id}: a job's, or "latest"), train_cancel ({id}),
+model_files ({name}: the list; {name, file, offset, length}: a base64 chunk of one file).
+Every request gets exactly one answer with its id; answers may come out of order (requests run on a few threads). A frame that
 cannot be read (too large, not UTF-8, not JSON, not an object) gets an error with
 "id": null and the host keeps reading. stdout carries nothing but frames: fd 1 is
 pointed at stderr at start, and logs go to stderr and <CaptchaLens home>/native-host.log.
@@ -147,6 +149,12 @@ OPERATIONS = {
     "solve": lambda state, data: service.solve(state, _image(data), data.get("model")),
     "samples": _samples,
     "reload": lambda state, data: service.reload(state),
+    "sites": lambda state, data: service.sites(state),
+    "train_start": lambda state, data: service.train_start(state, data.get("site")),
+    "train_status": lambda state, data: service.train_status(state, data.get("id")),
+    "train_cancel": lambda state, data: service.train_cancel(state, data.get("id")),
+    "model_files": lambda state, data: service.model_files(state, data.get("name"), data.get("file"),
+                                                           data.get("offset", 0), data.get("length")),
 }
 TYPES = ("ping", *OPERATIONS)
 

@@ -3,6 +3,8 @@
     state = build_state(config)              # models, samples, pairing, demo
     health(state)   models(state)   solve(state, image_bytes, model=None)
     save_sample(state, image_bytes, text, site, model=None)   reload(state)
+    sites(state)   train_start(state, site)   train_status(state, id)   train_cancel(state, id)
+    model_files(state, name, file=None, offset=0, length=None)     # jobs.py: a site's model
 
 Each operation takes plain values and returns a JSON-able dict, or raises
 ServiceError with a message for the user and the HTTP status it maps to (the
@@ -26,6 +28,7 @@ from captchalens import __version__
 from captchalens.images import ImageError, read_rgba
 
 from .demo import DemoChallenges
+from .jobs import JobError, Jobs
 from .models import Registry, fixed_folders
 from .samples import SampleError, SampleLimits, SampleStore, check_text, fits_model
 from .security import Pairing, ensure_token
@@ -53,6 +56,7 @@ class HostState:
     pairing: Pairing
     samples: SampleStore
     fixed_token: str | None = None
+    jobs: Jobs | None = None
 
     def token(self) -> str:
         """The per-install token, read from its file each time (so `captchalens token --rotate` works)."""
@@ -67,7 +71,7 @@ def build_state(model_dirs=None, batching: bool = True, reload_interval: float =
                         check_interval=reload_interval).reload()
     samples = SampleStore(limits=SampleLimits(**(sample_limits or {})))
     samples.sweep()
-    return HostState(registry, DemoChallenges(), Pairing(), samples, token)
+    return HostState(registry, DemoChallenges(), Pairing(), samples, token, Jobs(on_installed=registry.reload))
 
 
 # ---- reading what was sent -------------------------------------------------------
@@ -182,3 +186,34 @@ def save_sample(state: HostState, data: bytes, text, site=None, model=None) -> d
 
 def reload(state: HostState) -> dict:
     return state.registry.reload().describe()
+
+
+# ---- a site's model, trained in the host (jobs.py) ----------------------------------------
+def _jobs(state: HostState, op: str, *args):
+    try:
+        return getattr(state.jobs, op)(*args)
+    except JobError as e:
+        raise ServiceError(e.status, e.message) from None
+
+
+def sites(state: HostState) -> dict:
+    """Each site's sample count and model name: {sites: [{site, samples, model, has_model}], ...}."""
+    return _jobs(state, "sites")
+
+
+def train_start(state: HostState, site) -> dict:
+    """Start training the site's model (409 while another job runs); the new job's state."""
+    return _jobs(state, "start", site)
+
+
+def train_status(state: HostState, job_id=None) -> dict:
+    return _jobs(state, "status", job_id)
+
+
+def train_cancel(state: HostState, job_id) -> dict:
+    return _jobs(state, "cancel", job_id)
+
+
+def model_files(state: HostState, name, file=None, offset=0, length=None) -> dict:
+    """A site model's TF.js files: the list, or a chunk of one file (base64)."""
+    return _jobs(state, "model_files", name, file, offset, length)

@@ -437,3 +437,60 @@ def extension_with_native_granted(dest: Path) -> Path:
     manifest["permissions"].append("nativeMessaging")
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dest
+
+
+# ---- the host's operations through either front door (tests/test_host_jobs.py) -------------
+TRAIN_ROUTES = {  # native message type -> (HTTP method, path of its route for the data sent)
+    "health": ("GET", lambda d: "/health"),
+    "models": ("GET", lambda d: "/models"),
+    "sites": ("GET", lambda d: "/sites"),
+    "train_start": ("POST", lambda d: "/train"),
+    "train_status": ("GET", lambda d: f"/train/{d.get('id') or 'latest'}"),
+    "train_cancel": ("POST", lambda d: f"/train/{d.get('id')}/cancel"),
+    "model_files": ("GET", lambda d: f"/models/{d['name']}/files" + (f"/{d['file']}" if d.get("file") else "")),
+}
+
+
+class DoorAnswer:
+    def __init__(self, ok: bool, status: int, body):
+        self.ok, self.status, self.body = ok, status, body
+
+    def __repr__(self):
+        return f"<{self.status} {self.body!r}>"
+
+
+class HttpOps:
+    """Operations as the extension sends them over HTTP, with the token (Flask test client)."""
+
+    name = "http"
+
+    def __init__(self, app, home: Path, token: str):
+        self.client, self.home, self.token = loopback_client(app), Path(home), token
+
+    def call(self, op: str, data: dict | None = None, token: str | None = "default") -> DoorAnswer:
+        data = dict(data or {})
+        headers = {} if token is None else {TOKEN_HEADER: self.token if token == "default" else token}
+        if op == "solve":
+            r = self.client.post("/solve", json=data, headers=headers)
+        else:
+            method, path = TRAIN_ROUTES[op]
+            query = {k: data[k] for k in ("offset", "length") if k in data}
+            r = self.client.open(path(data), method=method, headers=headers, query_string=query,
+                                 json={k: v for k, v in data.items() if k == "site"} if method == "POST" else None)
+        ok = r.status_code < 300
+        return DoorAnswer(ok, r.status_code, r.json if ok else r.json["error"])
+
+
+class NativeOps:
+    """The same operations as native messaging frames to a launcher's process."""
+
+    name = "native"
+
+    def __init__(self, proc: "NativeProcess", home: Path):
+        self.proc, self.home = proc, Path(home)
+
+    def call(self, op: str, data: dict | None = None) -> DoorAnswer:
+        frame = self.proc.call(op, data)
+        assert frame["api"] == 1 and frame["type"] == op
+        return DoorAnswer(frame["ok"], frame.get("status", 200),
+                          frame["result"] if frame["ok"] else frame["error"])
