@@ -217,6 +217,16 @@ def solve_from_menu(sw, page, src_url: str | None = None, frame_id: int = 0, fra
 NOTE_PAGE = "/note/note.html#"  # the note under a solved captcha: an extension page in an iframe
 
 
+def note_seen(note, timeout_ms: float = 10000):
+    """Wait until the note knows it is on screen and uncovered (IntersectionObserver v2 reports it
+    after 100 ms of being seen; later on a busy machine), as it is when a person reads it before
+    typing: a Send before that is refused as if the page hid the note."""
+    from playwright.sync_api import expect
+
+    expect(note.locator(".box")).to_have_attribute("data-visible", "true", timeout=timeout_ms)
+    return note
+
+
 def note_frame(page, solve_id: str = "", timeout_ms: float = 5000):
     """The CaptchaLens note shown in this page (the newest; the one of solve_id when given). It is an
     iframe in a closed shadow root: Playwright reaches it as a frame, as the user's mouse does."""

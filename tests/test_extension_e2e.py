@@ -612,6 +612,7 @@ def test_local_host_pairs_solves_and_keeps_corrections(setup, browser, sw, page,
 
         # "Wrong answer? Type the right one": the pixels already read go to the host with the label
         right = "ab12" if want != "ab12" else "cd34"
+        sb.note_seen(sb.note_frame(page))
         overlay(page, "correct-input").fill(right)
         overlay(page, "correct-send").click()
         expect(overlay(page, "correct-status")).to_contain_text("saved for retraining")
@@ -629,6 +630,7 @@ def test_correction_waits_while_the_host_is_down(setup, browser, sw, page, host_
     with sb.serving(captcha_page(png)) as server:  # the host has stopped
         open_page(browser, page, server)
         assert sb.solve_from_menu(sw, page, server.url("/c.png"))["ok"]
+        sb.note_seen(sb.note_frame(page))
         overlay(page, "correct-input").fill("zz99")
         overlay(page, "correct-send").click()
         expect(overlay(page, "correct-status")).to_contain_text("local host is not running")

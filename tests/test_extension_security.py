@@ -128,6 +128,7 @@ def test_a_page_cannot_forge_a_correction(setup, browser, sw, page, host_home):
         # the user: types the right answer into the (visible again) note and clicks Send
         page.evaluate("document.getElementById('captchalens-overlay').style.removeProperty('opacity')")
         right = "ab12" if result["text"] != "ab12" else "cd34"
+        sb.note_seen(note)
         note.locator("[data-cl=correct-input]").fill(right)
         note.locator("[data-cl=correct-send]").click()
         expect(note.locator("[data-cl=correct-status]")).to_contain_text("saved for retraining")
@@ -149,7 +150,7 @@ def test_enter_sends_and_corrections_per_site_are_limited(browser, sw, page):
         for i in range(CORRECTIONS_PER_SITE + 1):
             result = sb.solve_from_menu(sw, page, server.url("/c.png"))
             assert result["ok"], result
-            note = sb.note_frame(page, result["solveId"])
+            note = sb.note_seen(sb.note_frame(page, result["solveId"]))
             note.locator("[data-cl=correct-input]").fill(f"zz{i:02d}")
             note.locator("[data-cl=correct-input]").press("Enter")
             status = note.locator("[data-cl=correct-status]")
@@ -297,6 +298,7 @@ def test_a_remote_host_address_gets_neither_pixels_nor_the_token(setup, browser,
             # a solve goes there now (the user said so), and a correction: never with the local token
             result = sb.solve_from_menu(sw, page, server.url("/c.png"))
             assert result["ok"] and result["text"] == "remote", result
+            sb.note_seen(sb.note_frame(page, result["solveId"]))
             overlay(page, "correct-input", result["solveId"]).fill("zz42")
             overlay(page, "correct-send", result["solveId"]).click()
             expect(overlay(page, "correct-status", result["solveId"])).to_contain_text(

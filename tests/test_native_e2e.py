@@ -108,7 +108,7 @@ def test_right_click_is_solved_through_native_messaging_with_no_http_host(browse
 
         # A correction goes to the native host's samples: no pairing, no token.
         right = "ab12" if want != "ab12" else "cd34"
-        note = sb.note_frame(page, result["solveId"])
+        note = sb.note_seen(sb.note_frame(page, result["solveId"]))
         note.locator("[data-cl=correct-input]").fill(right)
         note.locator("[data-cl=correct-send]").click()
         expect(note.locator("[data-cl=correct-status]")).to_contain_text("saved for retraining")

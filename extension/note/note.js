@@ -102,10 +102,12 @@ function watchVisibility() {
     return; // visibleNow stays null: this browser cannot tell
   }
   visibleNow = false;
+  const box = document.querySelector('.box');
   const observer = new IntersectionObserver((entries) => {
     visibleNow = entries[entries.length - 1].isVisible;
+    box.dataset.visible = String(visibleNow); // what the note knows, readable in its own frame only
   }, { threshold: [1.0], trackVisibility: true, delay: VISIBLE_DELAY_MS });
-  observer.observe(document.querySelector('.box'));
+  observer.observe(box);
 }
 
 /**
