@@ -214,3 +214,39 @@ def test_a_model_that_fails_the_converters_checks_is_refused(tmp_path, random_mo
     (tmp_path / "samples").mkdir()
     assert jobs.main(["convert", str(bad), "bad", str(tmp_path / "out"), str(tmp_path / "samples")]) == 1
     assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_model_files_serve_only_a_trained_models_own_files_in_bounded_chunks(tmp_path):
+    from captchalens.native_host.jobs import CHUNK, JobError, Jobs
+
+    folder = tmp_path / "tfjs" / "shop.example"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text("{}")
+    (folder / "group1-shard1of1.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MB: two chunks
+    (tmp_path / "token").write_text("secret")
+    jobs = Jobs(root_home=tmp_path)
+    listing = jobs.model_files("shop.example")
+    assert listing["files"] == [{"file": "group1-shard1of1.bin", "bytes": 1 << 20},
+                                {"file": "model.json", "bytes": 2}] and listing["chunk"] == CHUNK
+    first = jobs.model_files("shop.example", "group1-shard1of1.bin")
+    assert first["length"] == CHUNK and first["total"] == 1 << 20
+    assert len(json.dumps(first)) < 1024 * 1024  # fits a native messaging answer
+    for name, file, offset, words in (("../token", None, 0, "no trained site model"),
+                                      ("nope", None, 0, "no trained site model"),
+                                      ("shop.example", "../../token", 0, "has no file '../../token'"),
+                                      ("shop.example", "model.json", -1, "'offset' must be")):
+        with pytest.raises(JobError, match=words):
+            jobs.model_files(name, file, offset)
+
+
+def test_a_job_left_unfinished_by_a_stopped_host_says_so(tmp_path):
+    from captchalens.native_host.jobs import Jobs
+
+    job_dir = tmp_path / "jobs" / "20261202-000000-abcdef"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "site": "shop.example",
+                                                  "model": "shop.example", "samples": 30, "phase": "training",
+                                                  "elapsed_s": 12.0}))
+    status = Jobs(root_home=tmp_path).status("latest")
+    assert status["id"] == job_dir.name and status["phase"] == "failed"
+    assert status["error"] == "the host stopped while this job ran; start it again"
