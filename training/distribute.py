@@ -41,8 +41,9 @@ REJOIN_LIMIT = 3  # times a worker whose peer died starts itself again to rejoin
 REJOIN_ENV = "CAPTCHALENS_REJOINS"  # how many times this worker has started itself again
 EXIT_PEER_LOST = 75  # exit status (EX_TEMPFAIL) of a worker that lost a peer and gave up rejoining
 JOBS = ("chief", "worker")  # the TF_CONFIG jobs MultiWorkerMirroredStrategy runs
-LR_RULE = ("linear scaling: global batch = batch_size x replicas, peak lr = lr x replicas, "
-           "warmed up from 0 over the first min(steps per epoch, 500) steps, then cosine decay to 0")
+LR_RULE = ("linear scaling: global batch = batch_size x replicas, peak lr = lr x replicas, reached "
+           "after the recipe's warm-up from 0 (generated: min(steps per epoch, 500) steps; a folder: "
+           "min(a tenth of the run, 2 epochs)), then cosine decay to 0")
 
 
 class ClusterError(Exception):
