@@ -353,6 +353,8 @@ class Validate(keras.callbacks.Callback):
                 with tempfile.TemporaryDirectory() as tmp:
                     self.model.save_weights(Path(tmp) / "best.weights.h5")
                 return
+        else:  # restored from memory: the start's weights (score_start), saved before the loss tracker
+            self.best_weights = self.model.get_weights()  # had variables, do not load back into it
         self.model.save_weights(self.work / "best.weights.h5")
         (self.work / "best.json").write_text(json.dumps({"score": self.best, "epoch": self.best_epoch}))
 
