@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -225,6 +226,20 @@ def note_seen(note, timeout_ms: float = 10000):
 
     expect(note.locator(".box")).to_have_attribute("data-visible", "true", timeout=timeout_ms)
     return note
+
+
+def new_note_frame(page, before: list, timeout_ms: float = 5000):
+    """The note shown after `before` (page.frames then): a failed solve's note has no solve id, and
+    the previous note may still be attached when the new one comes."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        frames = [f for f in page.frames if f.url.startswith("chrome-extension://") and NOTE_PAGE in f.url
+                  and not f.is_detached() and f not in before]
+        if frames:
+            return frames[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no new CaptchaLens note in {page.url}")
+        page.wait_for_timeout(50)
 
 
 def note_frame(page, solve_id: str = "", timeout_ms: float = 5000):

@@ -543,17 +543,21 @@ def test_a_captcha_in_a_frame_of_another_site_gets_a_correct_message(setup, brow
             expect(allow).to_have_text("Allow CaptchaLens to read localhost")
 
             # the page menu (or the toolbar button) on the shop: the frame is named too
+            before = list(page.frames)
             result = sb.solve_from_menu(sw, page)
             assert not result["ok"] and result["code"] == "no_image", result
-            expect(overlay(page, "message")).to_contain_text("This page shows a frame from localhost")
+            note = sb.new_note_frame(page, before)  # the earlier note may still be attached
+            expect(note.locator("[data-cl=message]")).to_contain_text("This page shows a frame from localhost")
             expect(frame.locator("#answer")).to_have_value("")
 
             # the user allows CaptchaLens to read localhost from the note, then solves again: the
             # captcha (the same one: never requested again) is read and its box filled
+            before = list(page.frames)
             sb.solve_from_menu(sw, page, inner.url("/cap.png"), frame_id=frame_id, frame_url=inner.url("/frame"))
+            note = sb.new_note_frame(page, before)
             sb.grant_site_access(browser.ctx, browser.ext_id, "*://localhost/*")  # headless: see its docstring
-            overlay(page, "allow-site").click()
-            expect(overlay(page, "allow-status")).to_contain_text("CaptchaLens may read localhost now")
+            note.locator("[data-cl=allow-site]").click()
+            expect(note.locator("[data-cl=allow-status]")).to_contain_text("CaptchaLens may read localhost now")
             result = sb.solve_from_menu(sw, page, inner.url("/cap.png"), frame_id=frame_id,
                                         frame_url=inner.url("/frame"))
             assert result["ok"] and result["site"] == "localhost", result
