@@ -93,7 +93,7 @@ class AutoSolver:
         """Over the package's own models; ContractError when it holds no rule."""
         from .solver import PACKAGE_MODELS
 
-        rule = load_rule()
+        rule = load_rule(RULE_FILE)
         if rule is None:
             raise ContractError(f"{RULE_FILE} is missing: this package has no automatic reader")
         return cls(rule, PACKAGE_MODELS / rule.first, PACKAGE_MODELS / rule.then)

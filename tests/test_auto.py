@@ -88,3 +88,15 @@ def test_the_python_auto_solver_answers_each_image_with_the_model_the_rule_picks
         assert (name, (text, conf)) == (("default", f) if f[1] >= sure else ("tiny", t))
     if sure in (0.0, 1.0):  # the two ends: one model answers everything
         assert {n for _, _, n in got} == {"default" if sure == 0.0 else "tiny"}
+
+
+def test_solve_with_auto_and_no_rule_says_so(tmp_path, monkeypatch, capsys):
+    import captchalens.auto as auto
+    from captchalens.cli import main
+    from captchalens.training.generate import GenSpec, draw
+
+    monkeypatch.setattr(auto, "RULE_FILE", tmp_path / "auto.json")  # a package without the rule
+    draw(GenSpec(), 1, 0)[0].save(tmp_path / "c.png")
+    assert main(["solve", "--model", "auto", str(tmp_path / "c.png")]) == 1
+    assert capsys.readouterr().err.strip() == (f"captchalens: error: {tmp_path / 'auto.json'} is missing: "
+                                               f"this package has no automatic reader")
