@@ -22,7 +22,7 @@ KERAS_FILE = "model.h5"  # tf_keras (Keras 2) weights + graph, readable by the t
 
 # Preprocessing shared by every model: the same tensor ops run in Python (TF)
 # and in the extension (TF.js).  See captchalens/preprocess.py and
-# extension/lib/preprocess.js.
+# extension/lib/engine.js (preprocess()).
 DEFAULT_PREPROCESSING: dict[str, Any] = {
     "alpha": "composite_white",  # rgb*a + 255*(1-a), a = alpha/255
     "color": "grayscale",  # weighted sum of R, G, B (ITU-R 601 luma)

@@ -1,4 +1,4 @@
-"""Model output -> text.  Mirrored line for line in extension/lib/decode.js.
+"""Model output -> text.  Mirrored line for line in extension/lib/engine.js (decode()).
 
 * fixed:      argmax at each position; confidence = product of the maxima.
 * ctc_greedy: argmax at each step, collapse repeats, drop blanks;

@@ -1,7 +1,7 @@
 """Pixels -> model input, with the tensor ops the extension uses too.
 
 The order and the ops are fixed by the model contract (metadata
-``preprocessing``) and mirrored line for line in extension/lib/preprocess.js:
+``preprocessing``) and mirrored line for line in extension/lib/engine.js (preprocess()):
 
     x    = float32(rgba)
     rgb  = x[..., :3] * a + 255 * (1 - a),  a = x[..., 3:] / 255

@@ -12,7 +12,6 @@ leaves a half-written model.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import shutil
 import tempfile
@@ -350,7 +349,3 @@ def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: Mode
 def _last(hist, key):
     v = hist.history.get(key)
     return round(float(max(v)), 5) if v else None
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
