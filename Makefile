@@ -73,7 +73,7 @@ model: venv
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 general: venv fonts
-	$(VENV)/bin/captchalens train --arch general --name general --out $(RUNS)/general \
+	$(VENV)/bin/captchalens train --arch general --width-mult 0.75 --name general --out $(RUNS)/general \
 	  --charset $(GENERAL_CHARSET) --length 3-8 --input 160x48 --render-share 0.8 --augment \
 	  --train-size 400000 --val-size 4000 --epochs 1 --lr 2e-3 --patience 3 --seed 11 \
 	  --cache $(RUNS)/cache --fresh-eval 1000 --quiet
