@@ -68,7 +68,8 @@ model: venv
 # trained on the broad renderer's mix (80 %) and `captcha` images (20 %) with augmentation.
 # Resumable: run the same command again after an interruption (checkpoints in
 # $(RUNS)/general.work/, every 1000 steps). Stage 1: 400k captchas, one epoch: 3,125 steps
-# at 0.66 steps/s on 2 cores shared with test runs (80 min), after 50 min of rendering;
+# at 0.99 s/step on 2 cores shared with test runs (51 min), after 50 min of rendering; it
+# reads 31% of fresh mix renders (ignoring case) and 15% of captcha_images_v2: too short;
 # later stages go on from it with --base over new captchas, like the default model.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
