@@ -65,8 +65,10 @@ def solver():
 
 
 def options_page(ctx, ext_id):
+    """The options page, loaded: its form filled from storage (typing before that is overwritten)."""
     page = ctx.new_page()
     page.goto(f"chrome-extension://{ext_id}/options/options.html")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
     return page
 
 
