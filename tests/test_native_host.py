@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support_host import b64, captcha, extension_origin
+from support_host import DoorAnswer, b64, captcha, extension_origin
 
 from captchalens.native_host.native import (HEADER, MAX_ANSWER, MAX_REQUEST, TYPES, FrameError,
                                             NativeHost, encode_frame, read_frame)
@@ -331,12 +331,7 @@ def native(tmp_path_factory, model):
         assert proc.garbage == [], "something other than frames was written to stdout"
 
 
-class Answer:
-    def __init__(self, ok: bool, status: int, body):
-        self.ok, self.status, self.body = ok, status, body
-
-    def __repr__(self):
-        return f"<{self.status} {self.body!r}>"
+Answer = DoorAnswer  # one answer type for both front doors' clients
 
 
 class HttpDoor:
