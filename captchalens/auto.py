@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .contract import ContractError
+from .files import write_atomic
 
 AUTO_NAME = "auto"  # the reader's name, wherever a model name is accepted
 RULE_FILE = Path(__file__).resolve().parent / "models" / "auto.json"
@@ -68,11 +69,7 @@ def load_rule(path: str | os.PathLike = RULE_FILE) -> AutoRule | None:
 
 def save_rule(rule: AutoRule, path: str | os.PathLike = RULE_FILE) -> Path:
     """Write the rule atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rule.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(rule.to_json(), indent=2) + "\n")
 
 
 class AutoSolver:

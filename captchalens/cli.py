@@ -2,6 +2,7 @@
 
     captchalens solve captcha.png           # the answer
     captchalens train / eval / gen          # training/cli.py
+    captchalens calibrate MODEL             # training/calibrate.py
     captchalens convert                     # converter/cli.py
     captchalens serve                       # native_host/cli.py
     captchalens native install              # native_host/native_cli.py
@@ -12,13 +13,13 @@ import argparse
 import sys
 
 from . import __version__
-from .contract import ContractError
-from .images import ImageError
+from .errors import UserError
 
 # Each module registers its own subcommands: register(subparsers).
 COMMAND_MODULES = [
     "captchalens.cli_solve",
     "captchalens.training.cli",
+    "captchalens.training.calibrate",
     "captchalens.converter.cli",
     "captchalens.native_host.cli",
     "captchalens.native_host.native_cli",
@@ -44,17 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ContractError, ImageError) as e:
+    except UserError as e:  # a message for a person (errors.py); anything else is a bug: traceback
         print(f"captchalens: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ncaptchalens: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # user-facing errors from the data loaders, converter, host
-        if type(e).__name__ in {"DataError", "ConvertError", "HostError"}:
-            print(f"captchalens: error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,7 +37,7 @@ def run(args) -> int:
 
     items = list(iter_inputs(args.paths))  # names only: nothing is read yet
     if args.engine == "tfjs":
-        from .tfjs_engine import converted_model, run_node
+        from captchalens.converter.node_engine import converted_model, run_node
 
         model = converted_model(args.model)
 

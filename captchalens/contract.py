@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import UserError
+from .files import write_atomic
 
 META_FILE = "captchalens.json"  # the contract file beside every model's weights
 FORMAT = "captchalens.model/1"  # bump when a reader must change to read new files
@@ -40,7 +42,7 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 DECODINGS = ("fixed", "ctc_greedy")
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """A model folder or its metadata cannot be used; the message says why."""
 
 
@@ -138,7 +140,7 @@ class ModelMeta:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write captchalens.json atomically into folder."""
         path = Path(folder) / META_FILE
-        atomic_write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+        write_atomic(path, json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
         return path
 
 
@@ -165,19 +167,3 @@ def load_meta(folder: str | os.PathLike) -> ModelMeta:
     except ContractError as e:
         raise ContractError(f"{path}: {e}") from e
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temp file + rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; metadata is for every reader
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import UserError
+
 MAX_SIDE = 2048  # a captcha is small; refuse anything larger before decoding it
 MAX_PIXELS = 2048 * 1024  # and anything whose area could be a decompression bomb
 # A progressive JPEG's decoder passes over the whole image once per scan: 20,006 scans
@@ -28,7 +30,7 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image cannot be used; the message names it and says why."""
 
 

@@ -18,21 +18,13 @@ import numpy as np
 
 from .contract import ContractError, ModelMeta, load_meta
 from .images import ImageError, list_images, read_rgba, to_rgba
+from .paths import DEFAULT_MODEL, GENERAL_MODEL, PACKAGE_MODELS, default_model_dir  # noqa: F401 - solver's API
 
-PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = PACKAGE_MODELS / "default"
-GENERAL_MODEL = PACKAGE_MODELS / "general"  # the universal reader (issue 9): schemes never seen
 BATCH = 256  # images per model call when solving many
 # Files read (and decoded) at a time when streaming (solve_stream, `captchalens solve`):
 # 10,000 captchas peaked at 0.82 GB RSS with 64, 1.03 GB with 256 (the model's activations
 # for the batch), at the same speed; 1.43 GB when every image was decoded first.
 STREAM_CHUNK = 64
-
-
-def default_model_dir() -> Path:
-    """$CAPTCHALENS_MODEL if set, else the shipped default model."""
-    env = os.environ.get("CAPTCHALENS_MODEL")
-    return Path(env) if env else DEFAULT_MODEL
 
 
 @dataclass

@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "Models other than the package's own (default, general) are also installed into "
                     "$CAPTCHALENS_HOME/models/<name>/ so the local host serves them.")
     p.add_argument("--model", default=None,
-                   help="Keras model folder (model.h5 + captchalens.json; default: the shipped model)")
+                   help="Keras model folder (model.h5 + captchalens.json; default: $CAPTCHALENS_MODEL, else the shipped model)")
     p.add_argument("--name", default=None,
                    help="name of the converted model, i.e. its folder (default: the name in its metadata)")
     p.add_argument("--out", default=None,

@@ -25,11 +25,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captchalens.contract import KERAS_FILE, META_FILE, ContractError, ModelMeta, atomic_write_text, load_meta
-
-REPO_ROOT = Path(__file__).resolve().parent.parent  # converter/ sits at the repo root
-EXTENSION_MODELS = REPO_ROOT / "extension" / "models"  # default --out
-NODE_MODULES = REPO_ROOT / "node_modules"
+from captchalens import paths
+from captchalens.contract import KERAS_FILE, META_FILE, ContractError, ModelMeta, load_meta
+from captchalens.errors import UserError
+from captchalens.files import replace_dir, sha256_file, write_atomic
 MODEL_JSON = "model.json"  # tensorflowjs layers-model topology + weights manifest
 DEFAULT_NAME = "default"  # the shipped model's name: the extension's and the host's default
 INDEX_FILE = "index.json"  # extension/models/index.json: the installed models
@@ -55,7 +54,7 @@ _TFJS_REJECTED_KEYS = {
 }
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError, ValueError):
     """A model cannot be converted or installed; the message says why and what to do."""
 
 
@@ -134,14 +133,6 @@ def load_keras(model_dir: Path, meta: ModelMeta):
     return model
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---- conversion ----------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -199,18 +190,6 @@ def write_tfjs(model, folder: Path, quantize: str = "none", user_meta: dict | No
     return sum(p.stat().st_size for p in folder.iterdir() if p.name == MODEL_JSON or p.suffix == ".bin")
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Rename a finished temp folder onto dest, replacing an older dest."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _temp_dir(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -238,7 +217,7 @@ def convert_to_folder(model_dir: Path, meta: ModelMeta, meta_bytes: bytes, dest:
         (tmp / META_FILE).write_bytes(meta_bytes)  # verbatim: the contract is never retyped
         for p in tmp.iterdir():
             os.chmod(p, 0o644)
-        _swap_in(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -272,18 +251,18 @@ def write_index(models_out: str | os.PathLike, default: str = DEFAULT_NAME) -> P
         index["auto"] = rule.to_json()  # the reader for sites without a model: models.js applies it
     path = models_out / INDEX_FILE
     models_out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(index, indent=2) + "\n")
+    write_atomic(path, json.dumps(index, indent=2) + "\n")
     os.chmod(path, 0o644)
     return path
 
 
 def check_node_modules(node_modules: str | os.PathLike | None = None) -> Path:
     """The node_modules folder holding every vendor file, or ConvertError saying to run npm ci."""
-    nm = Path(node_modules) if node_modules else NODE_MODULES
+    nm = Path(node_modules) if node_modules else paths.node_modules()
     missing = [rel for rel in VENDOR_FILES.values() if not (nm / rel).is_file()]
     if missing:
         raise ConvertError(f"{nm} lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                           + f": run `npm ci` in {REPO_ROOT} first (it installs @tensorflow/tfjs and "
+                           + f": run `npm ci` in {nm.parent} first (it installs @tensorflow/tfjs and "
                              f"@tensorflow/tfjs-backend-wasm from package-lock.json)")
     return nm
 
@@ -323,7 +302,7 @@ def install_home(model_dir: Path, name: str) -> Path | None:
         for p in sorted(model_dir.iterdir()):
             if p.is_file() and not p.name.startswith("."):
                 shutil.copy2(p, tmp / p.name)
-        _swap_in(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -338,7 +317,7 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
             node_modules: str | os.PathLike | None = None) -> ConvertResult:
     """Convert a model folder for the extension.
 
-    model_dir: Keras model folder (default: the shipped default model).
+    model_dir: Keras model folder (default: $CAPTCHALENS_MODEL, else the shipped default model).
     name: folder name under `out` (default: the metadata's name).
     out: the extension's models folder (default: <repo>/extension/models).
     vendor: also refresh <out>/../vendor from node_modules.
@@ -346,9 +325,7 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
              so the local host serves it (default: for every model but the package's own,
              "default" and "general", which the host serves from the package).
     """
-    from captchalens.solver import DEFAULT_MODEL
-
-    model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+    model_dir = Path(model_dir) if model_dir else paths.default_model_dir()
     meta, meta_bytes = read_model_folder(model_dir)
     default_name = meta.name
     if name is None:
@@ -360,7 +337,7 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
     check_name(name)
     if quantize not in QUANTIZE:
         raise ConvertError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
-    models_out = Path(out) if out else EXTENSION_MODELS
+    models_out = Path(out) if out else paths.extension_models()
     if vendor:
         check_node_modules(node_modules)  # fail before the slow part
     dest = models_out / name
@@ -370,9 +347,7 @@ def convert(model_dir: str | os.PathLike | None = None, name: str | None = None,
     if vendor:
         result.vendor = copy_vendor(models_out.parent / "vendor", node_modules)
     if install is None:  # the package's own models are served from the package
-        from captchalens.solver import PACKAGE_MODELS
-
-        install = name != DEFAULT_NAME and not model_dir.resolve().is_relative_to(PACKAGE_MODELS)
+        install = name != DEFAULT_NAME and not model_dir.resolve().is_relative_to(paths.PACKAGE_MODELS)
     if install:
         result.installed = install_home(model_dir, name)
     return result

@@ -12,7 +12,7 @@ import logging
 
 from flask import Flask
 
-from .security import MANIFEST, HostError, ensure_token, extension_id_from_manifest
+from .security import HostError, ensure_token, extension_id_from_manifest
 from .service import HostState, build_state
 
 __all__ = ["create_app", "HostError", "HostState"]
@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         EXPOSED=False,  # True only with --i-understand-this-exposes-the-solver
         MODEL_DIRS=None,  # --model folders; None = the shipped default model
         EXTENSION_ID=None,  # None = computed from EXTENSION_MANIFEST's "key"
-        EXTENSION_MANIFEST=str(MANIFEST),
+        EXTENSION_MANIFEST=None,  # None = the checkout's extension/manifest.json
         TOKEN=None,  # None = the token file in the CaptchaLens home (created on first run)
         PAIRING=True,  # POST /pair: the extension gets the token for a code shown on the host's terminal
         BATCHING=True,  # micro-batch concurrent requests (False: one model call per request)
@@ -46,7 +46,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["EXTENSION_ID"] = extension_id_from_manifest(app.config["EXTENSION_MANIFEST"])
     if not app.config["EXTENSION_ID"]:
         log.warning("no extension ID (no key in %s): the extension cannot call this host; "
-                    "pass --extension-id", app.config["EXTENSION_MANIFEST"])
+                    "pass --extension-id", app.config["EXTENSION_MANIFEST"] or "the checkout's extension/manifest.json")
     if not app.config["TOKEN"]:
         ensure_token()
 

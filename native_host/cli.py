@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from .security import EXPOSE_FLAG, REPO
+from captchalens import paths
+
+from .security import EXPOSE_FLAG
 
 BODY_BACKSTOP = 16 * 1024 * 1024  # waitress's own cap; Flask answers 413 (JSON) from 2 MB
 
@@ -113,11 +115,11 @@ def banner(app, host: str, port: int) -> str:
     for e in registry.entries.values():
         if e.error:
             lines.append(f"  not loaded: {e.name}: {e.error}")
-    ext = REPO / "extension"
+    ext = paths.extension_dir(required=False)
     lines += [f"  try it:     {url}/demo",
               f"  token file: {token_path()}  (`captchalens token` prints it)",
               f"  extension:  chrome://extensions -> Developer mode -> Load unpacked -> "
-              f"{ext if ext.is_dir() else 'the extension/ folder of the CaptchaLens sources'}",
+              f"{ext or 'the extension/ folder of the CaptchaLens sources'}",
               ("              then, in its options, \"Pair with local host\" and type the code "
                "shown here" if app.config["PAIRING"] else
                "              then paste `captchalens token` into its options (pairing is off)"),

@@ -11,15 +11,25 @@ KEEP = 512  # challenges remembered; older ones are forgotten ("expired")
 
 
 def demo_scheme(model_dir=None) -> tuple[str, int, tuple[int, int]]:
-    """(charset, length, (width, height)) of the captchas the shipped model was trained on,
-    read from its metadata: nothing about the model is typed here a second time."""
+    """(charset, length, (width, height)) of the `captcha`-package captchas the host's default
+    model ($CAPTCHALENS_MODEL, else the shipped default) was trained on, read from its
+    metadata: nothing about the model is typed here a second time.  A default trained on a
+    labelled folder has no such scheme: the page then shows the shipped default's."""
     from captchalens.contract import load_meta
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.paths import DEFAULT_MODEL, default_model_dir
+    from captchalens.training.generate import trained_spec
 
-    meta = load_meta(model_dir or DEFAULT_MODEL)
-    spec = meta.trained_on.get("spec", {})
-    size = spec.get("preferred") or [spec.get("width", [160])[0], spec.get("height", [60])[0]]
-    return spec.get("charset", meta.charset), meta.lengths[0], (int(size[0]), int(size[1]))
+    meta = load_meta(model_dir or default_model_dir())
+    spec = trained_spec(meta)
+    if spec is None and model_dir is None:
+        meta = load_meta(DEFAULT_MODEL)
+        spec = trained_spec(meta)
+    if spec is None:
+        from captchalens.training.generate import GenSpec
+
+        spec = GenSpec(charset=meta.charset, min_length=meta.lengths[0], max_length=meta.lengths[0])
+    size = spec.preferred or (spec.width[0], spec.height[0])
+    return spec.charset, spec.min_length, (int(size[0]), int(size[1]))
 
 
 class DemoChallenges:

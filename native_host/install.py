@@ -24,7 +24,10 @@ from pathlib import Path
 from captchalens.home import home
 
 from .native import HOST_NAME
-from .security import MANIFEST, HostError, extension_id_from_manifest, write_atomic
+from captchalens import paths
+from captchalens.files import write_atomic
+
+from .security import HostError, extension_id_from_manifest
 
 HOSTS_FOLDER = "NativeMessagingHosts"  # inside a browser's config dir or a --profile-dir
 RECORD = "installed.json"  # in <home>/native: the manifests this install wrote
@@ -141,9 +144,10 @@ def _recorded_places() -> list[Place]:
 def install(profile_dirs=None, model_dirs=None, extension_id: str | None = None,
             python: str | None = None) -> list[str]:
     """Write the launcher and the manifests; lines saying what was written."""
-    extension_id = extension_id or extension_id_from_manifest(MANIFEST)
+    extension_id = extension_id or extension_id_from_manifest()
     if not extension_id:
-        raise HostError(f"no extension ID: {MANIFEST} has no \"key\"; pass --extension-id")
+        raise HostError(f"no extension ID: {paths.extension_manifest(required=False) or 'no extension/manifest.json'} "
+                        f"has no \"key\"; pass --extension-id")
     python = python or sys.executable
     if not python or not os.path.isabs(python):
         raise HostError("cannot tell which Python runs CaptchaLens (sys.executable is empty)")

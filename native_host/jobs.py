@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from captchalens.contract import META_FILE
+from captchalens.files import replace_dir, write_atomic
 from captchalens.home import home, models_dir, safe_name
 from captchalens.images import IMAGE_SUFFIXES
 
@@ -101,17 +102,6 @@ def count_samples(folder: Path) -> int:
         return 0
 
 
-def replace_dir(src: Path, dest: Path) -> None:
-    """Rename the finished folder src onto dest (same file system), replacing an older dest."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(src, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _last_error(log_file: Path) -> str:
     """The line of a child's log that says why it failed."""
     try:
@@ -156,9 +146,7 @@ class Job:
         return out
 
     def save(self) -> None:
-        from captchalens.contract import atomic_write_text
-
-        atomic_write_text(self.dir / "job.json", json.dumps(self.describe(), indent=1))
+        write_atomic(self.dir / "job.json", json.dumps(self.describe(), indent=1))
 
     def describe(self) -> dict:
         """What the options page shows: phase, epoch / epochs, validation accuracy, time."""
@@ -454,7 +442,7 @@ def convert_checked(model_dir: Path, name: str, out: Path, samples: Path) -> Pat
     from captchalens.converter.core import ConvertError, convert
     from captchalens.images import read_rgba
     from captchalens.solver import Solver
-    from captchalens.tfjs_engine import probs_tfjs
+    from captchalens.converter.node_engine import probs_tfjs
 
     result = convert(model_dir, name, out, vendor=False, install=False)
     paths = sorted(p for p in samples.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:PARITY_IMAGES]

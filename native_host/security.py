@@ -29,10 +29,11 @@ import threading
 import time
 from pathlib import Path
 
+from captchalens import paths
+from captchalens.errors import UserError
+from captchalens.files import write_atomic
 from captchalens.home import home, token_path
 
-REPO = Path(__file__).resolve().parent.parent  # the checkout, when installed editable
-MANIFEST = REPO / "extension" / "manifest.json"
 TOKEN_HEADER = "X-CaptchaLens-Token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # how a browser may name this host
 EXPOSE_FLAG = "--i-understand-this-exposes-the-solver"
@@ -42,7 +43,7 @@ PAIR_CODE_TRIES = 5  # wrong codes before the pending code is void
 PAIR_CODE_DIGITS = 6
 
 
-class HostError(RuntimeError):
+class HostError(UserError, RuntimeError):
     """The host cannot start or run as asked; the message says why (printed by the CLI)."""
 
 
@@ -57,8 +58,12 @@ def extension_id_from_key(key_b64: str) -> str:
     return "".join(chr(ord("a") + int(c, 16)) for c in digest)
 
 
-def extension_id_from_manifest(path: str | os.PathLike = MANIFEST) -> str | None:
-    """The extension's fixed ID from its manifest "key"; None if there is no such manifest or key."""
+def extension_id_from_manifest(path: str | os.PathLike | None = None) -> str | None:
+    """The extension's fixed ID from its manifest "key" (default: the checkout's
+    extension/manifest.json); None if there is no such manifest or key."""
+    path = path or paths.extension_manifest(required=False)
+    if path is None:
+        return None
     path = Path(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -132,24 +137,7 @@ def token_matches(given: str | None, expected: str) -> bool:
 def write_private(path: Path, text: str) -> None:
     """Write a small secret file atomically, mode 0600, in a 0700 folder."""
     _private_folder(path)
-    write_atomic(path, text)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text` all at once (a temp file beside it, fsync, rename): a reader
-    sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if mode != 0o600:
-                os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, text, 0o600)
 
 
 # ---- throttles -----------------------------------------------------------------

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
+from captchalens.files import sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSION_DIR = Path(os.environ.get("CAPTCHALENS_EXTENSION_DIR") or ROOT / "extension")
 CHROMIUM = os.environ.get("CAPTCHALENS_CHROMIUM", "/usr/bin/chromium")
@@ -454,14 +456,6 @@ def page_html(title: str, body: str) -> str:
 
 
 # ---- which Keras model the converted one came from ------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def converted_source_sha(ext_dir: Path = EXTENSION_DIR) -> str | None:
     """sha256 of the Keras file the extension's default model was converted from (the converter
     records it in model.json), or None when there is no converted default model."""

@@ -19,7 +19,8 @@ from captchalens.cli import main
 from captchalens.contract import KERAS_FILE, META_FILE
 from captchalens.converter import ConvertError, convert
 from captchalens.converter import core
-from captchalens.converter.core import NODE_MODULES, VENDOR_FILES
+from captchalens.converter.core import VENDOR_FILES
+from captchalens.paths import node_modules
 from captchalens.training.generate import GenSpec, draw
 
 
@@ -61,7 +62,7 @@ def test_convert_writes_the_model_index_vendor_and_host_copy(tiny_model, ext, ho
         "length": 4, "min_length": None, "max_length": None, "version": meta["version"],
         "metrics": meta["metrics"]}]}
     for name, rel in VENDOR_FILES.items():
-        assert (ext / "vendor" / name).read_bytes() == (NODE_MODULES / rel).read_bytes()
+        assert (ext / "vendor" / name).read_bytes() == (node_modules() / rel).read_bytes()
     installed = home / "models" / "tiny"
     assert (installed / KERAS_FILE).read_bytes() == (tiny_model / KERAS_FILE).read_bytes()
     assert (installed / META_FILE).read_bytes() == (tiny_model / META_FILE).read_bytes()
@@ -184,13 +185,13 @@ def test_missing_node_modules_says_run_npm_ci_before_converting(tiny_model, tmp_
 # ---- the Node engine's own errors ----------------------------------------------------------------
 
 def test_engine_tfjs_errors_say_what_to_do(tmp_path, monkeypatch):
-    from captchalens import tfjs_engine
+    from captchalens.converter import node_engine
 
-    with pytest.raises(ConvertError, match="has no model.json: run `captchalens convert` first"):
-        tfjs_engine.run_node(tmp_path, [])
-    monkeypatch.setattr(tfjs_engine.shutil, "which", lambda name: None)
-    with pytest.raises(ConvertError, match="Node.js is not installed"):
-        tfjs_engine.run_node(tmp_path, [])
+    with pytest.raises(node_engine.NodeError, match="has no model.json: run `captchalens convert` first"):
+        node_engine.run_node(tmp_path, [])
+    monkeypatch.setattr(node_engine.shutil, "which", lambda name: None)
+    with pytest.raises(node_engine.NodeError, match="Node.js is not installed"):
+        node_engine.run_node(tmp_path, [])
 
 
 def test_solve_js_rejects_truncated_pixels(tiny_model, tmp_path):
@@ -198,9 +199,9 @@ def test_solve_js_rejects_truncated_pixels(tiny_model, tmp_path):
     folder.mkdir()
     (folder / "model.json").write_text("{}")
     data = struct.pack("<III", 1, 10, 10) + b"\0" * 100  # needs 400 bytes
-    from captchalens.tfjs_engine import SOLVE_JS
+    from captchalens.paths import node_solver
 
-    proc = subprocess.run([shutil.which("node"), str(SOLVE_JS), "--model", str(folder)], input=data,
+    proc = subprocess.run([shutil.which("node"), str(node_solver()), "--model", str(folder)], input=data,
                           capture_output=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == "solve.js: error: pixel input ends inside image 0 (10x10)"
@@ -211,7 +212,8 @@ def test_solve_js_rejects_truncated_pixels(tiny_model, tmp_path):
 def test_the_shipped_conversion_is_the_shipped_model_and_index_and_vendor_are_regenerated(root, tmp_path):
     """extension/models/default is the converted package default (same metadata byte for byte,
     converted from the same weights), index.json is what the converter writes, vendor/ is node_modules'."""
-    from captchalens.converter.core import sha256_file, write_index
+    from captchalens.converter.core import write_index
+    from captchalens.files import sha256_file
     from captchalens.solver import DEFAULT_MODEL
 
     shipped = root / "extension" / "models"
@@ -231,4 +233,4 @@ def test_the_shipped_conversion_is_the_shipped_model_and_index_and_vendor_are_re
     (copy / "index.json").unlink()
     assert write_index(copy).read_text() == (shipped / "index.json").read_text()
     for name, rel in VENDOR_FILES.items():
-        assert (root / "extension" / "vendor" / name).read_bytes() == (NODE_MODULES / rel).read_bytes()
+        assert (root / "extension" / "vendor" / name).read_bytes() == (node_modules() / rel).read_bytes()

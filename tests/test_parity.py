@@ -19,13 +19,15 @@ import pytest
 from captchalens.contract import META_FILE, load_meta
 from captchalens.decode import decode
 from captchalens.solver import DEFAULT_MODEL, Solver
-from captchalens.tfjs_engine import REPO_ROOT, converted_model, probs_tfjs
+from captchalens.converter.node_engine import converted_model, probs_tfjs
+from captchalens.paths import checkout
 from captchalens.training.generate import GenSpec, generate
 
 N = 500  # captchas per model
 MAX_PROB_DIFF = 1e-4
 # Mixed sizes around the common 160x60, which is drawn for a third of them.
 SPEC = GenSpec(width=(110, 220), height=(50, 80), preferred=(160, 60), preferred_share=0.3)
+REPO_ROOT = checkout()
 ENGINE = REPO_ROOT / "extension" / "lib" / "engine.js"
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens.errors import UserError
+
 PEER_TIMEOUT = 60.0  # seconds a worker waits for the whole cluster before it gives up
 REJOIN_LIMIT = 3  # times a worker whose peer died starts itself again to rejoin the run
 REJOIN_ENV = "CAPTCHALENS_REJOINS"  # how many times this worker has started itself again
@@ -46,7 +48,7 @@ LR_RULE = ("linear scaling: global batch = batch_size x replicas, peak lr = lr x
            "min(a tenth of the run, 2 epochs)), then cosine decay to 0")
 
 
-class ClusterError(Exception):
+class ClusterError(UserError):
     """A cluster that cannot run (bad TF_CONFIG, unknown strategy); the message says what to fix."""
 
 

@@ -135,13 +135,13 @@ def record_fresh_metrics(model_dir, n: int = 2000, workers: int | None = None) -
     the model's metadata (metrics.captcha_acc_<set>)."""
     from captchalens.contract import load_meta
 
-    from .generate import GenSpec, generate
+    from .generate import GenSpec, generate, trained_spec
 
     solver = Solver(model_dir)
     meta = load_meta(model_dir)
     lo, hi = meta.lengths
-    spec_src = meta.trained_on.get("spec", {})
-    charset = spec_src.get("charset", meta.charset)
+    trained = trained_spec(meta)
+    charset = trained.charset if trained else meta.charset
     for name, (w, h, seed) in FRESH_SETS.items():
         images, texts = generate(GenSpec(charset=charset, min_length=lo, max_length=hi, width=w, height=h),
                                  n, seed, workers=workers, progress=False)

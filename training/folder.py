@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens.errors import UserError
 from captchalens.images import IMAGE_SUFFIXES, ImageError, read_rgba
 
 LABELS_CSV = "labels.csv"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The folder cannot be used for training or evaluation; says why."""
 
 

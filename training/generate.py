@@ -42,6 +42,28 @@ class GenSpec:
         return draw(self, seed, index)
 
 
+def spec_record(spec: GenSpec) -> dict:
+    """How train.py records the scheme it generated (a model's trained_on["spec"]); read back
+    by trained_spec, the one reader of this layout."""
+    return {"charset": spec.charset, "length": [spec.min_length, spec.max_length],
+            "width": list(spec.width), "height": list(spec.height),
+            "preferred": list(spec.preferred) if spec.preferred else None,
+            "preferred_share": spec.preferred_share}
+
+
+def trained_spec(meta) -> GenSpec | None:
+    """The `captcha`-package scheme a model was trained on (spec_record), or None for a model
+    trained on other captchas only (a labelled folder)."""
+    rec = meta.trained_on.get("spec") if isinstance(meta.trained_on, dict) else None
+    if not isinstance(rec, dict):
+        return None
+    lo, hi = rec.get("length") or meta.lengths
+    pref = rec.get("preferred")
+    return GenSpec(charset=rec.get("charset", meta.charset), min_length=int(lo), max_length=int(hi),
+                   width=tuple(rec.get("width", (160, 160))), height=tuple(rec.get("height", (60, 60))),
+                   preferred=tuple(pref) if pref else None, preferred_share=float(rec.get("preferred_share", 0.0)))
+
+
 class _SeededSecrets:
     """The subset of `secrets` that captcha.image calls, from a seeded PRNG."""
 

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from captchalens.errors import UserError
+
 DIGITS = "0123456789"
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LOWER = "abcdefghijklmnopqrstuvwxyz"
@@ -113,7 +115,7 @@ def font_key() -> list[str]:
     return sorted(fonts(False))
 
 
-class FontsMissing(RuntimeError):
+class FontsMissing(UserError, RuntimeError):
     pass
 
 

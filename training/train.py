@@ -22,10 +22,11 @@ import numpy as np
 
 from captchalens._tf import keras, tf
 from captchalens.contract import KERAS_FILE, ModelMeta
+from captchalens.files import replace_dir
 
 from . import distribute, models
 from .config import TrainConfig
-from .generate import GenSpec, cached
+from .generate import GenSpec, cached, spec_record
 
 
 def make_meta(cfg: TrainConfig) -> ModelMeta:
@@ -208,13 +209,7 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
         for name, src in (extra_files or {}).items():
             if Path(src).is_file():
                 shutil.copy2(src, tmp / name)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -258,10 +253,7 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     meta.trained_on = {
         "source": " + ".join(k for k, v in sources.items() if v),
         "shares": {k: round(v, 4) for k, v in sources.items() if v},
-        "spec": {"charset": spec.charset, "length": [spec.min_length, spec.max_length],
-                 "width": list(spec.width), "height": list(spec.height),
-                 "preferred": list(spec.preferred) if spec.preferred else None,
-                 "preferred_share": spec.preferred_share},
+        "spec": spec_record(spec),
         "train_size": cfg.train_size, "val_size": cfg.val_size, "seed": cfg.seed,
         "epochs_run": len(hist.history.get("loss", [])), "batch_size": cfg.batch_size, "lr": cfg.lr,
         "augment": cfg.augment,
