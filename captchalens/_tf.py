@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR logs
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # no GPU here; skip the CUDA probe noise
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras -> tf_keras everywhere
 
 import contextlib  # noqa: E402
