@@ -290,3 +290,17 @@ def test_the_classifier_starts_as_the_base_restricted_to_the_site_charset(tiny_g
     site_logits = keras.Model(model.input, model.get_layer("logits").output).predict(x, verbose=0)
     cols = [bmeta.charset.index(c) for c in meta.charset] + [len(bmeta.charset)]
     np.testing.assert_allclose(site_logits, base_logits[..., cols], rtol=1e-5, atol=1e-5)
+
+
+def test_the_fine_tune_base_is_named_by_the_same_settings_as_everywhere(tmp_path, monkeypatch):
+    """--base, else $CAPTCHALENS_MODEL (as for solve, the host, convert), else general when the
+    package ships it, else the default."""
+    from captchalens.paths import DEFAULT_MODEL, GENERAL_MODEL
+    from captchalens.training.retrain import RetrainConfig, base_dir
+
+    monkeypatch.delenv("CAPTCHALENS_MODEL", raising=False)
+    shipped = GENERAL_MODEL if (GENERAL_MODEL / "captchalens.json").is_file() else DEFAULT_MODEL
+    assert base_dir(RetrainConfig(data="d", out="o")) == shipped
+    monkeypatch.setenv("CAPTCHALENS_MODEL", str(tmp_path / "mine"))
+    assert base_dir(RetrainConfig(data="d", out="o")) == tmp_path / "mine"
+    assert base_dir(RetrainConfig(data="d", out="o", base=str(tmp_path / "named"))) == tmp_path / "named"

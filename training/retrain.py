@@ -66,7 +66,7 @@ class RetrainConfig:
     name: str | None = None  # default: the --out folder's name
     arch: str = "auto"  # auto | small | baseline | ctc
     init: str = "auto"  # auto | finetune | scratch
-    base: str | None = None  # model to fine-tune from (default: the shipped default model)
+    base: str | None = None  # model to fine-tune from (default: base_dir says)
     charset: str | None = None  # declared charset: labels using other characters are skipped
     lengths: tuple[int, int] | None = None  # keep labels of these lengths only
     input_size: tuple[int, int] | None = None  # (width, height)
@@ -213,13 +213,16 @@ class Init:
         return self
 
 
-def _base_dir(cfg: RetrainConfig) -> Path:
-    """--base, else the shipped general reader (it reads schemes it never saw), else the default."""
+def base_dir(cfg: RetrainConfig) -> Path:
+    """--base, else $CAPTCHALENS_MODEL (the model used wherever none is named), else the
+    shipped general reader (it reads schemes it never saw), else the shipped default."""
     if cfg.base:
         return Path(cfg.base)
     from captchalens.contract import META_FILE
-    from captchalens.solver import DEFAULT_MODEL, GENERAL_MODEL
+    from captchalens.paths import DEFAULT_MODEL, GENERAL_MODEL, MODEL_ENV, default_model_dir
 
+    if os.environ.get(MODEL_ENV):
+        return default_model_dir()
     return GENERAL_MODEL if (GENERAL_MODEL / META_FILE).is_file() else DEFAULT_MODEL
 
 
@@ -230,7 +233,7 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     from captchalens.contract import ContractError, load_meta
     from captchalens.modelfile import UnsafeModelError, load_keras
 
-    base = _base_dir(cfg)
+    base = base_dir(cfg)
     label = f"the {base.name} model" if not cfg.base else str(base)
 
     def no(reason: str) -> Init:
