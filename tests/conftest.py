@@ -45,6 +45,42 @@ def random_model(tmp_path_factory) -> Path:
     return untrained_model(tmp_path_factory.mktemp("random-model") / "random")
 
 
+# ---- the local host (Flask's conftest pattern: a module gives `app`, these do the rest) ----
+
+@pytest.fixture(scope="session")
+def model(random_model) -> Path:
+    """The model the host tests serve: random weights, the right contract, a different answer
+    per captcha (answers are compared with the Python solver's, not with the truth)."""
+    return random_model
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    """$CAPTCHALENS_HOME in a fresh folder, for one test (not created: the host creates it)."""
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture()
+def client(app):
+    """A test client for the module's `app` that calls from 127.0.0.1, as a browser on this machine does."""
+    from support_host import loopback_client
+
+    return loopback_client(app)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, model):
+    """`captchalens serve` in its own process, on a free port, with a home it creates on first run."""
+    from support_host import HostProcess
+
+    server = HostProcess(tmp_path_factory.mktemp("serve") / "home", [model])
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def module_home(tmp_path_factory) -> Path:
     """$CAPTCHALENS_HOME in a fresh folder, for one test module."""

@@ -11,8 +11,7 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from support_host import (TOKEN_HEADER, b64, captcha, extension_id, extension_origin, garbage,
-                          loopback_client, untrained_model)
+from support_host import TOKEN_HEADER, b64, captcha, extension_id, extension_origin, garbage, loopback_client
 
 from captchalens.contract import META_FILE, load_meta
 from captchalens.home import samples_dir
@@ -21,12 +20,6 @@ from captchalens.native_host import create_app
 from captchalens.solver import Solver
 
 TOKEN = "test-token-" + "x" * 32
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A model with random weights: right contract, a different answer per captcha."""
-    return untrained_model(tmp_path_factory.mktemp("model") / "random")
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +35,6 @@ def app(home, model):
     return create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "EXTENSION_ID": extension_id(),
                        "TOKEN": TOKEN, "RELOAD_INTERVAL": 0,
                        "SAMPLE_LIMITS": {"burst": 1000}})  # the rate limit: test_host_samples.py
-
-
-@pytest.fixture()
-def client(app):
-    return loopback_client(app)
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support_host import HostProcess, captcha, untrained_model
+from support_host import HostProcess, captcha
 
 CLIENTS = 32  # concurrent requests
 REQUESTS = 320
 DISTINCT = 40  # different captchas among them; every 5th is 200x70, so batches mix sizes
 PNG = {"Content-Type": "image/png"}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A model with random weights: right contract, a different answer per captcha."""
-    return untrained_model(tmp_path_factory.mktemp("model") / "random")
 
 
 @pytest.fixture(scope="module", params=["default", "--no-batching"])

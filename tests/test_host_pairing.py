@@ -34,12 +34,6 @@ class Clock:
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture()
 def clock():
     return Clock()
 
@@ -51,11 +45,6 @@ def app(home, tmp_path, clock):
                       "TOKEN": TOKEN})
     app.extensions["captchalens"].pairing = Pairing(clock=clock)
     return app
-
-
-@pytest.fixture()
-def client(app):
-    return loopback_client(app)
 
 
 def ask(client, body=None, origin="ours", **kw):

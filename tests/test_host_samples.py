@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from support_host import TOKEN_HEADER, b64, captcha, extension_id, loopback_client, untrained_model
+from support_host import TOKEN_HEADER, b64, captcha, extension_id, loopback_client
 
 from captchalens.images import read_rgba
 from captchalens.native_host import create_app
@@ -23,25 +23,9 @@ from captchalens.native_host import create_app
 TOKEN = "test-token-" + "s" * 32
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return untrained_model(tmp_path_factory.mktemp("model") / "random")
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 @pytest.fixture()
 def app(home, model):
     return create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "EXTENSION_ID": extension_id(), "TOKEN": TOKEN})
-
-
-@pytest.fixture()
-def client(app):
-    return loopback_client(app)
 
 
 def post(client, site, text="ab12", index=7, **extra):

@@ -10,28 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support_host import (CAPTCHALENS, TOKEN_HEADER, HostProcess, b64, captcha, extension_origin,
-                          free_port, garbage, untrained_model)
+from support_host import CAPTCHALENS, TOKEN_HEADER, b64, captcha, extension_origin, free_port, garbage
 
 from captchalens.native_host.security import HostError, check_bind
 
 EVIL = "https://evil.example"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A model with random weights: right contract, a different answer per captcha."""
-    return untrained_model(tmp_path_factory.mktemp("model") / "random")
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory, model):
-    home = tmp_path_factory.mktemp("serve") / "home"  # does not exist yet: first run creates it
-    server = HostProcess(home, [model])
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
 
 
 def solve(server, **kw):

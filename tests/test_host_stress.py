@@ -9,26 +9,12 @@ import threading
 import time
 
 import pytest
-from support_host import HostProcess, captcha, crowd, slow_clients, timed, untrained_model
+from support_host import captcha, crowd, slow_clients, timed
 
 from captchalens.native_host.server import CONNECTION_LIMIT, make_server
 
 PNG = {"Content-Type": "image/png"}
 QUICK = 3.0  # seconds: "answers quickly" on this shared 2-core machine (it answers in ms when idle)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return untrained_model(tmp_path_factory.mktemp("model") / "random")
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory, model):
-    server = HostProcess(tmp_path_factory.mktemp("stress") / "home", [model])
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
 
 
 def test_a_hundred_clients_sending_half_a_header_do_not_starve_the_others(host):

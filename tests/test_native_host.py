@@ -295,11 +295,6 @@ TOKEN = "native-test-token-" + "x" * 32
 
 
 @pytest.fixture(scope="module")
-def model(random_model):
-    return random_model
-
-
-@pytest.fixture(scope="module")
 def expected(model):
     """The Python solver's answers for the first captchas: both doors must give the same."""
     from captchalens.solver import Solver
