@@ -40,6 +40,9 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 }
 
 DECODINGS = ("fixed", "ctc_greedy")
+# Temperatures a model's calibration may hold (captchalens/decode.py): outside this range the
+# scaled confidence is ~0 or ~1 whatever the model says, so the fit went wrong.
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 class ContractError(UserError, ValueError):
@@ -67,6 +70,8 @@ class ModelMeta:
     preprocessing: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_PREPROCESSING)))
     trained_on: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Optional: {"temperature": T, ...how it was fitted} (training/calibrate.py); None = T of 1.
+    calibration: dict[str, Any] | None = None
     created: str = ""
     files: dict[str, str] = field(default_factory=lambda: {"keras": KERAS_FILE})
     format: str = FORMAT
@@ -76,6 +81,11 @@ class ModelMeta:
     def blank_index(self) -> int | None:
         """CTC blank class: the last class, after the charset."""
         return len(self.charset) if self.decoding == "ctc_greedy" else None
+
+    @property
+    def temperature(self) -> float:
+        """Confidence temperature (captchalens/decode.py); 1.0 for an uncalibrated model."""
+        return float(self.calibration["temperature"]) if self.calibration else 1.0
 
     @property
     def num_classes(self) -> int:
@@ -118,6 +128,12 @@ class ModelMeta:
         resize = self.preprocessing.get("resize", {})
         if resize.get("method") != "bilinear" or not resize.get("half_pixel_centers"):
             problems.append("only bilinear resizing with half-pixel centres is supported")
+        if self.calibration is not None:
+            t = self.calibration.get("temperature") if isinstance(self.calibration, dict) else None
+            lo, hi = TEMPERATURE_RANGE
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not lo <= t <= hi:
+                problems.append(f"calibration must be an object whose temperature is a number "
+                                f"from {lo:g} to {hi:g}, not {t!r}")
         if problems:
             raise ContractError(f"model {self.name!r}: " + "; ".join(problems))
         return self
@@ -126,6 +142,8 @@ class ModelMeta:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["blank_index"] = self.blank_index  # written for JS readers; derived on read
+        if self.calibration is None:
+            del d["calibration"]  # optional: models from before calibration read the same
         return d
 
     @classmethod
@@ -166,4 +184,3 @@ def load_meta(folder: str | os.PathLike) -> ModelMeta:
         raise ContractError(f"{path}: {e}") from e
     except ContractError as e:
         raise ContractError(f"{path}: {e}") from e
-

@@ -1,8 +1,15 @@
 """Model output -> text.  Mirrored line for line in extension/lib/engine.js (decode()).
 
-* fixed:      argmax at each position; confidence = product of the maxima.
-* ctc_greedy: argmax at each step, collapse repeats, drop blanks;
-              confidence = product of the maxima over all steps.
+* fixed:      argmax at each position.
+* ctc_greedy: argmax at each step, collapse repeats, drop blanks.
+
+Confidence is the product over all positions (or steps) of the top class's
+probability after temperature scaling (Guo et al. 2017): the model's softmax
+p is re-scaled to softmax(log(p) / T), the same as dividing its logits by T.
+T is fitted on held-out captchas (training/calibrate.py) and kept in the
+model's metadata (``calibration.temperature``; absent = 1, the raw maxima).
+Scaling never changes the argmax, so it changes the confidence, not the text.
+Per position, with r = p / max(p):  top = 1 / sum(r ** (1 / T)).
 """
 from __future__ import annotations
 
@@ -11,11 +18,21 @@ import numpy as np
 from .contract import ModelMeta
 
 
+def confidence(probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """probs: [N, positions, classes] -> [N] whole-answer confidence at `temperature`."""
+    probs = np.asarray(probs)
+    top = probs.max(axis=-1).astype(np.float64)
+    if temperature == 1.0:
+        return np.prod(top, axis=-1)  # the raw maxima, as models without calibration always had
+    ratio = probs.astype(np.float64) / np.maximum(top, np.finfo(np.float64).tiny)[..., None]
+    return np.prod(1.0 / np.power(ratio, 1.0 / temperature).sum(axis=-1), axis=-1)
+
+
 def decode(probs: np.ndarray, meta: ModelMeta) -> list[tuple[str, float]]:
     """probs: [N, positions, classes] -> [(text, confidence)] per captcha."""
     probs = np.asarray(probs, np.float32)
     best = probs.argmax(axis=-1)
-    conf = np.prod(probs.max(axis=-1).astype(np.float64), axis=-1)
+    conf = confidence(probs, meta.temperature)
     out = []
     for row, c in zip(best, conf):
         if meta.decoding == "fixed":

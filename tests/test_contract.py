@@ -57,3 +57,22 @@ def test_corrupt_metadata_names_the_file(tmp_path):
     (tmp_path / META_FILE).write_text(json.dumps({"name": "x"}))
     with pytest.raises(ContractError, match="lacks charset"):
         load_meta(tmp_path)
+
+
+def test_calibration_is_optional_and_kept_when_present(tmp_path):
+    meta = _meta()
+    assert meta.temperature == 1.0  # a model from before calibration: the raw confidence
+    meta.save(tmp_path)
+    assert "calibration" not in json.loads((tmp_path / META_FILE).read_text())  # old files read the same
+    meta.calibration = {"temperature": 0.45, "fitted_on": "somewhere", "n": 10}
+    meta.save(tmp_path)
+    again = load_meta(tmp_path)
+    assert again.temperature == 0.45 and again.calibration["fitted_on"] == "somewhere"
+
+
+@pytest.mark.parametrize("calibration", [{}, {"temperature": "0.5"}, {"temperature": 0}, {"temperature": -1},
+                                         {"temperature": float("nan")}, {"temperature": True},
+                                         {"temperature": 50}, [0.5], 0.5])
+def test_a_calibration_without_a_usable_temperature_is_refused(calibration):
+    with pytest.raises(ContractError, match="calibration must be an object whose temperature is a number"):
+        _meta(calibration=calibration).validate()

@@ -11,6 +11,7 @@ menu click to the filled box are printed (run with -s to see them).
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -391,7 +392,8 @@ def test_an_answer_below_the_threshold_is_typed_in_only_with_a_warning(setup, br
         result, want = solve_layout(setup, browser, sw, page, server, captchas)
     assert result["filled"] and result["confidence"] < 1, result
     expect(page.locator("#answer")).to_have_value(want)
-    pct = int(100 * result["confidence"] + 0.5)  # Math.round
+    pct = math.floor(100 * result["confidence"] + 1e-9)  # percentSure: rounded down, never "100% sure"
+    assert pct < 100
     expect(overlay(page, "message", result["solveId"])).to_contain_text(
         f"Unsure answer ({pct}% sure, below your threshold of 100%): check it before sending the form.")
 

@@ -97,9 +97,11 @@ def _node(script: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.parametrize("temperature", [None, 0.45, 2.5])
 @pytest.mark.parametrize("decoding", ["fixed", "ctc_greedy"])
-def test_engine_decode_matches_python_decode(decoding):
-    """Decoding alone, on peaked random outputs full of repeats and blanks."""
+def test_engine_decode_matches_python_decode(decoding, temperature):
+    """Decoding alone, on peaked random outputs full of repeats and blanks, with
+    and without a calibrated temperature (captchalens/decode.py)."""
     rng = np.random.default_rng(5)
     charset, steps = "abc123", 12
     k = len(charset) + (decoding == "ctc_greedy")
@@ -109,8 +111,9 @@ def test_engine_decode_matches_python_decode(decoding):
         logits[:, 1::3] = logits[:, 2::3]  # and repeated characters
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     probs = probs.astype(np.float32)
+    calibration = {"temperature": temperature} if temperature else None
     meta = {"charset": charset, "decoding": decoding, "output_shape": [steps, k],
-            "length": steps if decoding == "fixed" else None}
+            "length": steps if decoding == "fixed" else None, "calibration": calibration}
     out = _node(f"""
         const E = require({json.dumps(str(ENGINE))});
         const meta = {json.dumps(meta)};
@@ -121,10 +124,15 @@ def test_engine_decode_matches_python_decode(decoding):
 
     py_meta = ModelMeta(name="m", charset=charset, input_height=48, input_width=128, input_channels=1,
                         decoding=decoding, output_shape=[steps, k],
-                        length=steps if decoding == "fixed" else None)
+                        length=steps if decoding == "fixed" else None, calibration=calibration)
     expected = decode(probs, py_meta)
     assert [o["text"] for o in out] == [t for t, _ in expected]
     assert np.allclose([o["confidence"] for o in out], [c for _, c in expected], rtol=1e-12, atol=0)
+    raw = decode(probs, ModelMeta(**{**py_meta.__dict__, "calibration": None}))
+    assert [t for t, _ in raw] == [t for t, _ in expected]  # a temperature never changes the answer
+    if temperature:  # ... only the confidence, sharper below 1 and softer above
+        moved = np.array([c for _, c in expected]) - np.array([c for _, c in raw])
+        assert (moved > 0).all() if temperature < 1 else (moved < 0).all()
     if decoding == "ctc_greedy":
         assert len({len(t) for t, _ in expected}) > 1  # the case really varies the length
 

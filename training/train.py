@@ -276,6 +276,9 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     if model is None:  # a cluster's non-chief worker: the chief writes the model
         distribute.barrier(dist)
         return None, meta
+    from .calibrate import on_validation
+
+    meta.calibration = on_validation(model, meta, x_va, t_va)  # "N% sure" means N% right
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     if cfg.fresh_eval:
         from .evaluate import record_fresh_metrics

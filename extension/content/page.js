@@ -107,8 +107,7 @@
       notes.push('No input found for this captcha: copy the answer.');
       level = 'warn';
     }
-    const unsure = `${Math.round(100 * (Number(args.confidence) || 0))}% sure, below your threshold of ` +
-      `${Math.round(100 * (Number(args.threshold) || 0))}%`;
+    const unsure = `${percentSure(args.confidence)}% sure, below your threshold of ${percentSure(args.threshold)}%`;
     if (!args.fill && args.lowConfidence) {
       notes.push(`Not typed in: the answer is unsure (${unsure}). Check it, then copy it.`);
       level = 'warn';

@@ -32,6 +32,10 @@
   const MODEL_FILE = 'model.json';
   // Decodings this engine implements (captchalens/contract.py DECODINGS).
   const DECODINGS = ['fixed', 'ctc_greedy'];
+  // Temperatures a model's calibration may hold (captchalens/contract.py TEMPERATURE_RANGE).
+  const TEMPERATURE_RANGE = [0.05, 20];
+  // Smallest normal double (numpy's finfo(float64).tiny): guards a division by a zero maximum.
+  const TINY = 2.2250738585072014e-308;
   // Captchas per model.predict call in solveBatch (bounds memory on big batches).
   const BATCH = 64;
 
@@ -144,6 +148,24 @@
     if (typeof p.scale !== 'number' || typeof p.offset !== 'number') {
       throw new Error('preprocessing.scale and preprocessing.offset must be numbers');
     }
+    if (meta.calibration !== undefined && meta.calibration !== null) {
+      const t = (typeof meta.calibration === 'object' && !Array.isArray(meta.calibration))
+        ? meta.calibration.temperature : undefined;
+      const [lo, hi] = TEMPERATURE_RANGE;
+      if (typeof t !== 'number' || !(t >= lo && t <= hi)) {
+        throw new Error(`calibration must be an object whose temperature is a number from ${lo} to ${hi}, ` +
+          `not ${JSON.stringify(t === undefined ? null : t)}`);
+      }
+    }
+  }
+
+  /**
+   * The model's confidence temperature (captchalens/contract.py ModelMeta.temperature).
+   * @param {Object} meta  the model's metadata
+   * @returns {number} 1 for a model without calibration
+   */
+  function temperature(meta) {
+    return meta.calibration ? Number(meta.calibration.temperature) : 1;
   }
 
   /**
@@ -267,9 +289,11 @@
 
   /**
    * Model output of one captcha -> text and confidence.
-   *   fixed:      argmax per position; confidence = product of the maxima.
-   *   ctc_greedy: argmax per step, collapse repeats, drop the blank (index
-   *               len(charset)); confidence = product of the maxima of all steps.
+   *   fixed:      argmax per position.
+   *   ctc_greedy: argmax per step, collapse repeats, drop the blank (index len(charset)).
+   * Confidence = product over all positions/steps of the top probability after
+   * temperature scaling, softmax(log(p) / T): with r = p / max(p), top = 1 / sum(r ** (1 / T));
+   * T = meta.calibration.temperature, the raw maxima when absent (captchalens/decode.py).
    * @param {Object} meta  the model's metadata
    * @param {Float32Array|number[]} probs  P*K probabilities, row-major
    * @param {number} P  positions (fixed) or time steps (CTC)
@@ -281,6 +305,7 @@
       throw new Error(`decode expected ${P}x${K} probabilities, got ${probs ? probs.length : 0}`);
     }
     const blank = meta.decoding === 'ctc_greedy' ? meta.charset.length : -1;
+    const T = temperature(meta);
     const chars = [];
     let confidence = 1;
     let prev = -1;
@@ -293,7 +318,16 @@
           bestP = probs[t * K + k];
         }
       }
-      confidence *= bestP;
+      if (T === 1) {
+        confidence *= bestP; // the raw maxima, as models without calibration always had
+      } else {
+        const top = Math.max(bestP, TINY);
+        let sum = 0;
+        for (let k = 0; k < K; k++) {
+          sum += Math.pow(probs[t * K + k] / top, 1 / T);
+        }
+        confidence *= 1 / sum;
+      }
       if (meta.decoding === 'fixed') {
         chars.push(meta.charset[best]);
       } else {
@@ -376,7 +410,7 @@
   }
 
   return {
-    META_FILE, MODEL_FILE, DECODINGS, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
-    autoFirstStands,
+    META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
+    temperature, autoFirstStands,
   };
 });

@@ -16,7 +16,7 @@
  * the user picks for the answer (on the user's own click) or points at; it
  * listens to no message.
  */
-/* global MESSAGE, sitePattern */
+/* global MESSAGE, sitePattern, percentSure */
 'use strict';
 
 /** How long the note must have been visible and uncovered before a Send counts (IntersectionObserver v2). */
@@ -276,7 +276,7 @@ function init() {
     copy.addEventListener('click', async () => {
       copy.textContent = (await copyText(view.text)) ? 'Copied' : 'Copy failed';
     });
-    const pct = `${Math.round(100 * (Number(view.confidence) || 0))}% sure`;
+    const pct = `${percentSure(view.confidence)}% sure`;
     const where = view.source === 'host' ? 'local host' : 'in your browser';
     const meta = part('meta');
     meta.textContent = `${pct} \u00b7 solved ${where}`;

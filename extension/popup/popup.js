@@ -2,7 +2,7 @@
  * Toolbar popup: solve the captcha of the active tab (opening the popup grants
  * activeTab for it), show the engine's status, link to the options.
  */
-/* global MESSAGE */
+/* global MESSAGE, percentSure */
 'use strict';
 
 /** Engine names as the user reads them. */
@@ -34,7 +34,7 @@ async function solve() {
       const answer = document.createElement('span');
       answer.className = 'answer';
       answer.textContent = result.text;
-      el.append(answer, ` \u00b7 ${Math.round(100 * result.confidence)}% sure${result.filled ? ' \u00b7 typed in' : ''}`);
+      el.append(answer, ` \u00b7 ${percentSure(result.confidence)}% sure${result.filled ? ' \u00b7 typed in' : ''}`);
     } else {
       showResult((result && (result.message || result.error)) || 'CaptchaLens did not answer.', true);
     }

@@ -4,7 +4,7 @@
  * A classic script with `var` declarations only, so that injecting it twice
  * into the same page (each solve injects the content files) is harmless.
  */
-/* exported MESSAGE, HOST_DOWN_HINT, CAPTCHA_WORDS_RE */
+/* exported MESSAGE, HOST_DOWN_HINT, CAPTCHA_WORDS_RE, percentSure */
 
 /** Message types: every message to the background goes through its processMessage. */
 var MESSAGE = Object.freeze({
@@ -27,3 +27,16 @@ var HOST_DOWN_HINT = 'start it with `make run`';
 
 /** Words that mark an image or an input as a captcha (id, name, class, alt, src, placeholder). */
 var CAPTCHA_WORDS_RE = /captcha|kaptcha|verif|security.?code|check.?code|vcode|validat|challenge|human|robot/i;
+
+/**
+ * A confidence (0..1, calibrated: captchalens/decode.py) as the whole percent a person reads,
+ * rounded down: an answer right 99.9% of the time is "99% sure", never "100% sure", and one
+ * just under a threshold never reads as the threshold itself. (The 1e-9 absorbs binary
+ * fractions: 0.29 * 100 is 28.999999999999996.)
+ * @param {number} confidence
+ * @returns {number} 0..100
+ */
+function percentSure(confidence) {
+  const c = Number(confidence);
+  return Number.isFinite(c) ? Math.max(0, Math.min(100, Math.floor(100 * c + 1e-9))) : 0;
+}
