@@ -439,16 +439,22 @@ def extension_with_native_granted(dest: Path) -> Path:
     return dest
 
 
-# ---- the host's operations through either front door (tests/test_host_jobs.py) -------------
-TRAIN_ROUTES = {  # native message type -> (HTTP method, path of its route for the data sent)
+# ---- the host's operations through either front door (test_native_host.py, test_host_jobs.py) ----
+ROUTES = {  # native message type -> (HTTP method, path of its route for the data sent)
     "health": ("GET", lambda d: "/health"),
     "models": ("GET", lambda d: "/models"),
+    "solve": ("POST", lambda d: "/solve"),
+    "samples": ("POST", lambda d: "/samples"),
     "sites": ("GET", lambda d: "/sites"),
     "train_start": ("POST", lambda d: "/train"),
     "train_status": ("GET", lambda d: f"/train/{d.get('id') or 'latest'}"),
     "train_cancel": ("POST", lambda d: f"/train/{d.get('id')}/cancel"),
     "model_files": ("GET", lambda d: f"/models/{d['name']}/files" + (f"/{d['file']}" if d.get("file") else "")),
 }
+
+
+PATH_KEYS = ("id", "name", "file")  # sent in the route's path over HTTP
+QUERY_KEYS = ("offset", "length")  # sent as its query string
 
 
 class DoorAnswer:
@@ -470,13 +476,11 @@ class HttpOps:
     def call(self, op: str, data: dict | None = None, token: str | None = "default") -> DoorAnswer:
         data = dict(data or {})
         headers = {} if token is None else {TOKEN_HEADER: self.token if token == "default" else token}
-        if op == "solve":
-            r = self.client.post("/solve", json=data, headers=headers)
-        else:
-            method, path = TRAIN_ROUTES[op]
-            query = {k: data[k] for k in ("offset", "length") if k in data}
-            r = self.client.open(path(data), method=method, headers=headers, query_string=query,
-                                 json={k: v for k, v in data.items() if k == "site"} if method == "POST" else None)
+        method, path = ROUTES[op]
+        query = {k: data[k] for k in QUERY_KEYS if k in data}
+        body = {k: v for k, v in data.items() if k not in PATH_KEYS + QUERY_KEYS}
+        r = self.client.open(path(data), method=method, headers=headers, query_string=query,
+                             json=body if method == "POST" else None)
         ok = r.status_code < 300
         return DoorAnswer(ok, r.status_code, r.json if ok else r.json["error"])
 
@@ -486,8 +490,8 @@ class NativeOps:
 
     name = "native"
 
-    def __init__(self, proc: "NativeProcess", home: Path):
-        self.proc, self.home = proc, Path(home)
+    def __init__(self, proc: "NativeProcess", home: Path | None = None):
+        self.proc, self.home = proc, Path(home or proc.home)
 
     def call(self, op: str, data: dict | None = None) -> DoorAnswer:
         frame = self.proc.call(op, data)

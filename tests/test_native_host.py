@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support_host import DoorAnswer, b64, captcha, extension_origin
+from support_host import HttpOps, NativeOps, b64, captcha, extension_origin
 
 from captchalens.native_host.native import (HEADER, MAX_ANSWER, MAX_REQUEST, TYPES, FrameError,
                                             NativeHost, encode_frame, read_frame)
@@ -326,48 +326,10 @@ def native(tmp_path_factory, model):
         assert proc.garbage == [], "something other than frames was written to stdout"
 
 
-Answer = DoorAnswer  # one answer type for both front doors' clients
-
-
-class HttpDoor:
-    """The operations through the Flask app's routes (as the extension calls them)."""
-
-    name = "http"
-
-    def __init__(self, app, home):
-        from support_host import loopback_client
-
-        self.client, self.home = loopback_client(app), home
-
-    def call(self, op: str, data: dict | None = None) -> Answer:
-        from support_host import TOKEN_HEADER
-
-        if op in ("health", "models"):
-            r = self.client.get(f"/{op}")
-        else:
-            r = self.client.post(f"/{op}", json=data, headers={TOKEN_HEADER: TOKEN})
-        ok = r.status_code < 300
-        return Answer(ok, r.status_code, r.json if ok else r.json["error"])
-
-
-class NativeDoor:
-    """The same operations as native messaging frames to the launcher's process."""
-
-    name = "native"
-
-    def __init__(self, proc):
-        self.proc, self.home = proc, proc.home
-
-    def call(self, op: str, data: dict | None = None) -> Answer:
-        frame = self.proc.call(op, data)
-        assert frame["api"] == 1 and frame["type"] == op
-        return Answer(frame["ok"], frame.get("status", 200), frame["result"] if frame["ok"] else frame["error"])
-
-
 @pytest.fixture(scope="module", params=["http", "native"])
 def door(request, tmp_path_factory, model):
     if request.param == "native":
-        yield NativeDoor(request.getfixturevalue("native"))
+        yield NativeOps(request.getfixturevalue("native"))
         return
     from support_host import extension_id
 
@@ -376,8 +338,8 @@ def door(request, tmp_path_factory, model):
     home = tmp_path_factory.mktemp("http-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CAPTCHALENS_HOME", str(home))
-        yield HttpDoor(create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "TOKEN": TOKEN,
-                                   "EXTENSION_ID": extension_id()}), home)
+        yield HttpOps(create_app({"PORT": 8765, "MODEL_DIRS": [str(model)], "TOKEN": TOKEN,
+                                  "EXTENSION_ID": extension_id()}), home, TOKEN)
 
 
 def test_health_names_the_model_and_the_api_version(door):
