@@ -1,9 +1,10 @@
 /**
  * Pixels in the service worker: decode what the content script sent, crop a
- * screenshot when the page's canvas was tainted, encode PNG for the local host.
+ * screenshot when the page's canvas was tainted, keep the last solve's pixels as they are
+ * (rgbaRecord), encode PNG for the local host.
  * Never fetches the captcha's URL: sites issue a new captcha per request.
  */
-/* exported rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
+/* exported rgbaFromBase64, rgbaRecord, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
 
 /** Chromium allows captureVisibleTab this many calls per CAPTURE_WINDOW_MS (a window that starts at the first). */
 const CAPTURE_CALLS = 2;
@@ -81,6 +82,18 @@ function rgbaFromBase64(b64, width, height) {
 }
 
 /**
+ * RGBA pixels as a tab's last solve keeps them in chrome.storage.session (solves.js): the raw
+ * bytes in base64 (storage holds JSON), read back by rgbaFromBase64. No PNG is encoded for a
+ * solve: only a correction, which few solves get, is encoded (pngDataUrl) when it is sent.
+ * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+ * @returns {{data: string, width: number, height: number}}
+ */
+function rgbaRecord(rgba) {
+  const bytes = new Uint8Array(rgba.data.buffer, rgba.data.byteOffset, rgba.data.byteLength);
+  return { data: bytesToBase64(bytes), width: rgba.width, height: rgba.height };
+}
+
+/**
  * Screenshot of the visible tab as a data URL. A burst of solves waits just until Chromium's quota
  * (two a second) allows the next capture, instead of being refused and retrying blindly; a refusal
  * all the same is retried once.
@@ -153,7 +166,7 @@ async function pngBlob(rgba) {
 }
 
 /**
- * RGBA pixels -> PNG data URL (what the overlay keeps for a correction).
+ * RGBA pixels -> PNG data URL (a correction's image, encoded when it is sent).
  * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
  * @returns {Promise<string>}
  */

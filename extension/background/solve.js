@@ -10,7 +10,7 @@
  * Every step reports a clear message in the page when it fails.
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
-          rgbaFromBase64, captureCrop, pngBlob, pngDataUrl, pixelsHash, hostSolve, siteMemory, rememberSite,
+          rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
           rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
@@ -162,8 +162,8 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
 
   const lowConfidence = answer.confidence < settings.threshold;
   const solveId = await rememberSolve({
-    tabId: req.tabId, frameId: req.frameId || 0, site: where.site, model: answer.model, image: await pngDataUrl(rgba),
-  });
+    tabId: req.tabId, frameId: req.frameId || 0, site: where.site, model: answer.model, pixels: rgbaRecord(rgba),
+  }); // encoded as PNG only if a correction is sent (solves.js)
   const notes = [answer.note || ''];
   if (read.covered) {
     notes.push('Part of the captcha is covered by the page (a header or banner CaptchaLens could not move ' +

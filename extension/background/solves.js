@@ -1,15 +1,17 @@
 /**
  * The last solve of each tab, and the one correction it may get.
  *
- * After a solve the worker keeps what it solved (the pixels as PNG, the site,
- * the model) in chrome.storage.session under a random solve id; the note
- * under the captcha gets only that id. A correction names the id: the pixels
- * labelled are always the ones the worker read, never pixels a page sends.
+ * After a solve the worker keeps what it solved (the raw RGBA pixels, the
+ * site, the model) in chrome.storage.session, one record per tab holding a
+ * random solve id; the note under the captcha gets only that id, never the
+ * pixels. A correction names the id: the pixels labelled are always the ones
+ * the worker read, never pixels a page sends, and they are encoded as PNG
+ * once, when the correction is sent (most solves get none).
  * Each solve takes one correction, and each site at most
  * CORRECTIONS_PER_SITE in CORRECTION_WINDOW_MS, so that a page cannot fill
  * the user's training data even if it tricked them into typing.
  */
-/* global checkLabel, submitCorrection, callPage */
+/* global checkLabel, submitCorrection, callPage, rgbaFromBase64, pngDataUrl */
 /* exported rememberSolve, forgetSolve, takeCorrection, CORRECTIONS_PER_SITE, CORRECTION_WINDOW_MS */
 
 /** chrome.storage.session key of a tab's last solve: SOLVE_KEY_PREFIX + tabId. */
@@ -26,7 +28,8 @@ let correctionChain = Promise.resolve();
 
 /**
  * Keep a tab's solve (replacing its earlier one); returns the id the note gets.
- * @param {{tabId: number, frameId: number, site: string, model: string, image: string}} solve  image = PNG data URL
+ * @param {{tabId: number, frameId: number, site: string, model: string,
+ *          pixels: {data: string, width: number, height: number}}} solve  pixels: rgbaRecord (pixels.js)
  * @returns {Promise<string>} the solve id, or '' when it could not be kept (no correction box then)
  */
 async function rememberSolve(solve) {
@@ -97,7 +100,14 @@ async function takeCorrectionNow(sender, msg) {
         `Try again in ${minutes} minute(s).`,
     };
   }
-  const result = await submitCorrection({ image: solve.image, text: label, site: solve.site, model: solve.model });
+  let image = ''; // submitCorrection says the image is gone when there is none
+  try {
+    const p = solve.pixels;
+    image = await pngDataUrl(rgbaFromBase64(p.data, p.width, p.height)); // the one PNG encode of this solve
+  } catch (e) {
+    console.warn(`CaptchaLens: the solved pixels cannot be encoded: ${e.message}`);
+  }
+  const result = await submitCorrection({ image, text: label, site: solve.site, model: solve.model });
   if (!result.ok) {
     return result; // the host refused this label: the user may fix it and send again
   }
