@@ -4,7 +4,7 @@ all-reduce costs per step.  Writes bench/results/distribute.md.
     .venv/bin/python bench/distribute_bench.py            # a few minutes
 
 Each run starts worker processes on 127.0.0.1 with their own TF_CONFIG and trains
-the default model's network (training/models.py `small`, width 0.75) under
+the default model's network (training/networks.py `small`, width 0.75) under
 MultiWorkerMirroredStrategy for a fixed number of steps on random inputs of its
 input shape (step time does not depend on the pixels), batch BATCH per replica.
 Then each worker times the all-reduce alone: one tensor of the model's
@@ -39,7 +39,7 @@ def worker() -> None:
     import numpy as np
 
     from captchalens._tf import keras, tf
-    from captchalens.training import distribute, models
+    from captchalens.training import distribute, networks
     from captchalens.training.train import TrainConfig, make_meta
 
     batch = int(os.environ.get("BENCH_BATCH", BATCH))
@@ -47,8 +47,8 @@ def worker() -> None:
     dist = distribute.setup("multi_worker", 120, say=None)
     meta = make_meta(TrainConfig())
     with distribute.scope(dist):
-        model = models.build("small", meta, width=0.75)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=models.smoothed_ce(0.1), jit_compile=False)
+        model = networks.build("small", meta, width=0.75)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=networks.smoothed_ce(0.1), jit_compile=False)
     n = (STEPS + WARM) * batch
     rng = np.random.default_rng(dist.task_index)
     x = rng.integers(0, 255, (n, meta.input_height, meta.input_width, 1), dtype=np.uint8)

@@ -160,7 +160,7 @@ def pool(rounds: list[dict]) -> dict:
 def random_default_model(folder: Path) -> Path:
     """The default architecture with random weights: same cost per captcha as the trained one."""
     code = (
-        "import sys; from captchalens.training.models import build;"
+        "import sys; from captchalens.training.networks import build;"
         "from captchalens.training.train import TrainConfig, make_meta, save_model;"
         "cfg = TrainConfig(name='default'); meta = make_meta(cfg);"
         "save_model(build(cfg.arch, meta, width=cfg.width_mult), meta, sys.argv[1])")

@@ -36,7 +36,7 @@ from .contract import ContractError
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # a captcha model is a few MB; refuse absurd files before reading
 
-# Layers the project's architectures use (training/models.py), and a few more
+# Layers the project's architectures use (training/networks.py), and a few more
 # plain ones a user's own network might: each is a fixed tensor function of
 # its weights, with no code or op names in its config.
 LAYERS = frozenset({
@@ -64,7 +64,7 @@ CODE_LAYERS = {
     "SlicingOpLambda": "calls a TensorFlow op named in the file",
 }
 
-# model.tflite: the builtin ops of the fast path (captchalens/fast.py: the fused
+# model.tflite: the builtin ops of the fast path (captchalens/tflite.py: the fused
 # preprocessing and a network of the layers above) and a few more plain ones.
 TFLITE_OPS = frozenset({
     "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "CAST", "CONV_2D", "DEPTHWISE_CONV_2D",

@@ -70,13 +70,13 @@ class Solver:
         self.fast = self._load_fast() if fast else None
 
     def _load_fast(self):
-        """The TFLite file for single captchas, when the model has one (see fast.py).
+        """The TFLite file for single captchas, when the model has one (see tflite.py).
         A damaged one costs speed, not answers: say so and use TF. One that would
         run code (a custom or Flex op) makes the whole folder refused."""
         name = self.meta.files.get("tflite")
         if not name:
             return None
-        from .fast import FastRunner
+        from .tflite import FastRunner
         from .modelfile import UnsafeModelError
 
         try:

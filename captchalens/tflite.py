@@ -6,7 +6,7 @@ overhead (tf.function dispatch, oneDNN at batch size 1); the same graph in the
 TFLite interpreter (XNNPACK) takes well under 1 ms.  The TFLite graph is
 traced from the very same ops as the TF path (``Preprocessor._batch`` followed
 by the Keras model), so the two give the same probabilities to float rounding
-— ``tests/test_fast.py`` holds them to it.  Batches keep going through TF,
+— ``tests/test_tflite.py`` holds them to it.  Batches keep going through TF,
 which is faster per captcha there.
 
 In the TFLite graph the alpha composite and the grey weighting are folded
@@ -114,7 +114,7 @@ class FastRunner:
 
 
 def add_tflite(model_dir: str | os.PathLike) -> Path:
-    """Give an existing model folder its fast path (models saved before fast.py
+    """Give an existing model folder its fast path (models saved before tflite.py
     existed): write model.tflite and list it in the metadata."""
     from .contract import KERAS_FILE, load_meta
     from .modelfile import load_keras

@@ -325,7 +325,7 @@ def untrained_model(out: Path, name: str = "random") -> Path:
     """A model folder with seeded random weights: the right contract, and answers that differ from
     captcha to captcha (a trained-for-seconds model answers nearly the same for all)."""
     from captchalens._tf import keras
-    from captchalens.training.models import build
+    from captchalens.training.networks import build
     from captchalens.training.train import TrainConfig, make_meta, save_model
 
     keras.utils.set_random_seed(5)

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from captchalens.contract import META_FILE
-from captchalens.fast import TFLITE_FILE
+from captchalens.tflite import TFLITE_FILE
 
 
 def copy_without_fast_path(model: Path, dest: Path) -> Path:

@@ -82,7 +82,7 @@ def test_each_captcha_gets_its_own_answer(client, expected):
 def test_every_model_is_micro_batched_unless_told_otherwise(home, model, tmp_path):
     """bench/results/host.md: under load, batching served 1.5-2x more on one CPU, 12% less on another."""
     from captchalens.native_host.models import BatchRunner, LockedRunner, Registry
-    from support_fast import copy_without_fast_path
+    from support_tflite import copy_without_fast_path
 
     slow = copy_without_fast_path(model, tmp_path / "slow")
 

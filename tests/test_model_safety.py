@@ -19,7 +19,7 @@ import pytest
 from captchalens._tf import keras, tf
 from captchalens.cli import main
 from captchalens.contract import KERAS_FILE, ContractError, ModelMeta, load_meta
-from captchalens.fast import TFLITE_FILE, export_tflite
+from captchalens.tflite import TFLITE_FILE, export_tflite
 from captchalens.modelfile import UnsafeModelError, check_keras_config, check_tflite, load_keras
 from captchalens.solver import DEFAULT_MODEL, Solver
 from captchalens.training.generate import GenSpec, draw
@@ -105,13 +105,13 @@ def test_training_from_a_base_that_would_run_code_is_refused(evil, tmp_path):
 
 
 def test_continuing_from_a_base_that_would_run_code_is_refused(evil):
-    from captchalens.training import models
+    from captchalens.training import networks
     from captchalens.training.train import continue_from
 
     folder, marker = evil
     meta = load_meta(folder)
     with pytest.raises(ContractError, match="'innocent_looking' is a Lambda layer"):
-        continue_from(models.build("small", meta, width=0.25), meta, folder)
+        continue_from(networks.build("small", meta, width=0.25), meta, folder)
     assert not marker.exists()
 
 
@@ -246,15 +246,15 @@ def test_weights_without_an_architecture_or_a_non_file_are_refused(tiny_model, t
 
 @pytest.mark.parametrize("arch", ["small", "baseline", "ctc", "general"])
 def test_every_architecture_the_project_trains_still_loads(arch, tmp_path):
-    from captchalens.training import models
+    from captchalens.training import networks
 
-    if arch not in models.ARCHITECTURES:
+    if arch not in networks.ARCHITECTURES:
         pytest.skip(f"no {arch!r} architecture in this version")
-    ctc = arch in getattr(models, "CTC_ARCHITECTURES", ("ctc",))
+    ctc = arch in getattr(networks, "CTC_ARCHITECTURES", ("ctc",))
     meta = ModelMeta(name="m", charset="0123456789", input_height=48, input_width=128, input_channels=1,
                      decoding="ctc_greedy" if ctc else "fixed", output_shape=[32, 11] if ctc else [4, 10],
                      **({"min_length": 3, "max_length": 6} if ctc else {"length": 4}))
-    model = models.build(arch, meta)
+    model = networks.build(arch, meta)
     model.save(tmp_path / KERAS_FILE)
     assert load_keras(tmp_path / KERAS_FILE).count_params() == model.count_params()
     check_tflite(export_tflite(model, meta, tmp_path / TFLITE_FILE).read_bytes())

@@ -1,4 +1,4 @@
-"""The single-captcha fast path (TFLite, captchalens/fast.py) gives the answers
+"""The single-captcha fast path (TFLite, captchalens/tflite.py) gives the answers
 the TensorFlow path gives, and a damaged fast file costs speed, not answers."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from captchalens.contract import KERAS_FILE, ContractError, load_meta
-from captchalens.fast import TFLITE_FILE
+from captchalens.tflite import TFLITE_FILE
 from captchalens.solver import Solver
 from captchalens.training.generate import GenSpec, generate
-from support_fast import copy_without_fast_path
+from support_tflite import copy_without_fast_path
 
 
 def _captchas(meta, n, seed):

@@ -8,7 +8,7 @@ import pytest
 from captchalens._tf import keras
 from captchalens.contract import KERAS_FILE, META_FILE, load_meta
 from captchalens.solver import Solver
-from captchalens.training import models
+from captchalens.training import networks
 from captchalens.training.generate import GenSpec, draw, generate
 from captchalens.training.train import TrainConfig, save_model, train_generated
 
@@ -73,11 +73,11 @@ def test_architectures_have_one_output_matching_the_contract(arch):
     from captchalens.training.train import make_meta
 
     meta = make_meta(TrainConfig(arch=arch, length=4, max_length=6 if arch == "ctc" else None))
-    model = models.build(arch, meta)
+    model = networks.build(arch, meta)
     assert len(model.outputs) == 1
     assert list(model.output_shape[1:]) == meta.output_shape
     if arch != "baseline":
-        assert model.count_params() <= 1_000_000 and models.count_macs(model) <= 50_000_000
+        assert model.count_params() <= 1_000_000 and networks.count_macs(model) <= 50_000_000
 
 
 def test_training_goes_on_from_a_base_model_of_the_same_settings(tmp_path, tiny_model):

@@ -47,7 +47,7 @@ SCRATCH_WIDTH = 0.75  # channel multiplier when not fine-tuning (the default mod
 LR = 2e-3  # peak learning rate (warm-up, then cosine decay to 0), fine-tuning or not
 RARE = 5  # a character seen fewer times than this in training is flagged
 BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
-# Layers of the default model's trunk (training/models.py); copied when fine-tuning.
+# Layers of the default model's trunk (training/networks.py); copied when fine-tuning.
 TRUNK = ("stem", "sep2a", "sep2b", "sep3a", "sep3b", "sep4a", "sep4b", "collapse")
 # Layers after the trunk that read the column sequence (the general architecture's): copied
 # too when the new model has them with the same shapes.
@@ -398,7 +398,7 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
         work: Path, say=None, extra_callbacks=(), score_start: bool = False, dist=None, n_train=None):
     """Adam with warm-up + cosine decay over the whole run; augmentation in tf.data;
     the best epoch on the validation split is kept. Returns (epochs run, best epoch, best acc)."""
-    from . import models
+    from . import networks
     from .train import captcha_accuracy, dataset, plot_curves
 
     plan = distribute.plan_batches(dist, batch, lr, n_train or len(x_tr))  # one process: as given
@@ -408,7 +408,7 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, total - warm), warmup_target=lr, warmup_steps=warm)
     fixed = meta.decoding == "fixed"
-    loss_fn = models.smoothed_ce(0.1) if fixed else models.ctc_loss
+    loss_fn = networks.smoothed_ce(0.1) if fixed else networks.ctc_loss
     with distribute.scope(dist):
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn,
                       metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
@@ -555,7 +555,7 @@ def retrain(cfg: RetrainConfig):
 
     from captchalens.preprocess import Preprocessor
 
-    from . import models
+    from . import networks
     from .augment import AugmentSpec
     from .train import encode_labels, save_model
 
@@ -566,7 +566,7 @@ def retrain(cfg: RetrainConfig):
     keras.utils.set_random_seed(cfg.seed)
     kw = {} if p.arch == "baseline" else {"width": width}
     with distribute.scope(dist):
-        model = models.build(p.arch, meta, **kw)
+        model = networks.build(p.arch, meta, **kw)
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = BN_MOMENTUM
@@ -628,7 +628,7 @@ def retrain(cfg: RetrainConfig):
         batches = distribute.plan_batches(dist, sched["batch"], sched["lr"], len(tr))
         meta.trained_on.update(batch_size=batches.global_batch, lr=batches.lr,
                                distribute=distribute.describe(dist, batches))
-    model = distribute.model_to_save(dist, model, lambda: models.build(p.arch, meta, **kw))
+    model = distribute.model_to_save(dist, model, lambda: networks.build(p.arch, meta, **kw))
     if model is None:  # a cluster's non-chief worker: the chief writes the model
         distribute.barrier(dist)
         return None, meta

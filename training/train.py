@@ -24,13 +24,13 @@ from captchalens._tf import keras, tf
 from captchalens.contract import KERAS_FILE, ModelMeta
 from captchalens.files import replace_dir
 
-from . import distribute, models
+from . import distribute, networks
 from .config import TrainConfig
 from .generate import GenSpec, cached, spec_record
 
 
 def make_meta(cfg: TrainConfig) -> ModelMeta:
-    if cfg.arch in models.CTC_ARCHITECTURES:
+    if cfg.arch in networks.CTC_ARCHITECTURES:
         steps = cfg.input_width // 4
         return ModelMeta(
             name=cfg.name, charset=cfg.charset, input_height=cfg.input_height,
@@ -151,7 +151,7 @@ def fit(model, meta: ModelMeta, cfg: TrainConfig, x_tr, y_tr, x_va, y_va, work: 
         0.0, decay_steps=max(1, steps_per_epoch * cfg.epochs - min(steps_per_epoch, 500)),
         warmup_target=plan.lr, warmup_steps=min(steps_per_epoch, 500))
     fixed = meta.decoding == "fixed"
-    loss = models.smoothed_ce(0.1) if fixed else models.ctc_loss
+    loss = networks.smoothed_ce(0.1) if fixed else networks.ctc_loss
     with distribute.scope(dist):
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
                       metrics=[captcha_accuracy(meta)] if fixed else None, jit_compile=False)
@@ -198,12 +198,12 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "HDF5 is legacy": it is what the tfjs converter reads
             model.save(tmp / KERAS_FILE, include_optimizer=False)
-        from captchalens.fast import TFLITE_FILE, export_tflite
+        from captchalens.tflite import TFLITE_FILE, export_tflite
 
         export_tflite(model, meta, tmp / TFLITE_FILE)  # the single-captcha fast path
         meta.files = {**meta.files, "keras": KERAS_FILE, "tflite": TFLITE_FILE}
         meta.params = int(model.count_params())
-        meta.macs = models.count_macs(model)
+        meta.macs = networks.count_macs(model)
         meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         os.chmod(meta.save(tmp), 0o644)
         for name, src in (extra_files or {}).items():
@@ -234,7 +234,7 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     keras.utils.set_random_seed(cfg.seed)
     kw = {"width": cfg.width_mult} if cfg.arch != "baseline" else {}
     with distribute.scope(dist):
-        model = models.build(cfg.arch, meta, **kw)
+        model = networks.build(cfg.arch, meta, **kw)
         base = continue_from(model, meta, cfg.base) if cfg.base else None
     work = Path(cfg.work_dir or str(Path(cfg.out).resolve()) + ".work").resolve()
     augment = None
@@ -272,7 +272,7 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     meta.trained_on.update(cfg.extra_meta)
     meta.metrics = {k: _last(hist, k) for k in ("val_captcha_acc", "val_captcha_acc_nocase")
                     if k in hist.history}
-    model = distribute.model_to_save(dist, model, lambda: models.build(cfg.arch, meta, **kw))
+    model = distribute.model_to_save(dist, model, lambda: networks.build(cfg.arch, meta, **kw))
     if model is None:  # a cluster's non-chief worker: the chief writes the model
         distribute.barrier(dist)
         return None, meta
