@@ -213,7 +213,8 @@ def json_body() -> dict:
 @bp.post("/train")
 @needs_token
 def train_start():
-    return service.train_start(state(), json_body().get("site")), 202
+    body = json_body()
+    return service.train_start(state(), body.get("site"), body.get("from_previous")), 202
 
 
 @bp.get("/train/<job_id>")

@@ -71,13 +71,24 @@ class JobError(Exception):
         self.status, self.message = status, message
 
 
+_MIN_IMAGES: list[int] = []
+_MIN_IMAGES_LOCK = threading.Lock()
+
+
 def min_images() -> int:
-    """retrain.MIN_IMAGES, read from its source: importing the trainer would load TensorFlow."""
-    source = Path(importlib.util.find_spec("captchalens.training.retrain").origin).read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MIN_IMAGES":
-            return int(ast.literal_eval(node.value))
-    raise RuntimeError("training/retrain.py has no MIN_IMAGES")
+    """retrain.MIN_IMAGES, read from its source: importing the trainer would load TensorFlow.
+    Parsed once, under a lock: CPython 3.11's ast.parse on two request threads at once fails
+    ("SystemError: AST constructor recursion depth mismatch"; two options pages asked for `sites`)."""
+    with _MIN_IMAGES_LOCK:
+        if not _MIN_IMAGES:
+            source = Path(importlib.util.find_spec("captchalens.training.retrain").origin).read_text()
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MIN_IMAGES":
+                    _MIN_IMAGES.append(int(ast.literal_eval(node.value)))
+                    break
+            else:
+                raise RuntimeError("training/retrain.py has no MIN_IMAGES")
+        return _MIN_IMAGES[0]
 
 
 def model_name(folder: str) -> str:

@@ -11,7 +11,7 @@ limit, 1 MB). Protocol, version API_VERSION:
 
 Types: ping (answers at once, also while the models load), health, models, solve,
 samples ({image, text, site, model}), reload, and a site's model (jobs.py): sites,
-train_start ({site}), train_status ({id}: a job's, or "latest"), train_cancel ({id}),
+train_start ({site, from_previous}), train_status ({id}: a job's, or "latest"), train_cancel ({id}),
 model_files ({name}: the list; {name, file, offset, length}: a base64 chunk of one file).
 Every request gets exactly one answer with its id; answers may come out of order (requests run on a few threads). A frame that
 cannot be read (too large, not UTF-8, not JSON, not an object) gets an error with
@@ -150,7 +150,7 @@ OPERATIONS = {
     "samples": _samples,
     "reload": lambda state, data: service.reload(state),
     "sites": lambda state, data: service.sites(state),
-    "train_start": lambda state, data: service.train_start(state, data.get("site")),
+    "train_start": lambda state, data: service.train_start(state, data.get("site"), data.get("from_previous")),
     "train_status": lambda state, data: service.train_status(state, data.get("id")),
     "train_cancel": lambda state, data: service.train_cancel(state, data.get("id")),
     "model_files": lambda state, data: service.model_files(state, data.get("name"), data.get("file"),

@@ -3,7 +3,7 @@
     state = build_state(config)              # models, samples, pairing, demo
     health(state)   models(state)   solve(state, image_bytes, model=None)
     save_sample(state, image_bytes, text, site, model=None)   reload(state)
-    sites(state)   train_start(state, site)   train_status(state, id)   train_cancel(state, id)
+    sites(state)   train_start(state, site, from_previous)   train_status(state, id)   train_cancel(state, id)
     model_files(state, name, file=None, offset=0, length=None)     # jobs.py: a site's model
 
 Each operation takes plain values and returns a JSON-able dict, or raises
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from captchalens import __version__
+from captchalens.contract import IMAGE_FORMATS  # the only decoders an upload meets (image_limits.json)
 from captchalens.images import ImageError, read_rgba
 
 from .demo import DemoChallenges
@@ -35,10 +36,6 @@ from .security import Pairing, ensure_token
 
 API_VERSION = 1  # of both front doors: GET /health says it, every native frame carries it
 log = logging.getLogger("captchalens.host")
-
-# Formats a captcha comes in. Pillow's other decoders (EPS runs Ghostscript, TIFF, PSD,
-# ...) are never offered to an upload.
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 
 
 class ServiceError(Exception):
@@ -201,8 +198,23 @@ def sites(state: HostState) -> dict:
     return _jobs(state, "sites")
 
 
-def train_start(state: HostState, site) -> dict:
-    """Start training the site's model (409 while another job runs); the new job's state."""
+def train_start(state: HostState, site, from_previous=None) -> dict:
+    """Start training the site's model (409 while another job runs); the new job's state.
+
+    from_previous says what the caller was shown: True, the job goes on from the site's model
+    (a retrain); False, the site has none yet. When the host would do otherwise (the site was
+    trained, or its model removed, since), the job is refused (409) rather than started from
+    another version than the user meant. None: whatever the host has."""
+    if from_previous is not None:
+        if not isinstance(from_previous, bool):
+            raise ServiceError(400, "'from_previous' must be true or false")
+        listed = next((s for s in sites(state)["sites"] if s["site"] == site), None)
+        if listed is not None and listed["has_model"] != from_previous:
+            if from_previous:
+                raise ServiceError(409, f"site {site!r} has no model in the host to go on from any more: "
+                                        f"reload the Sites list and train it again")
+            raise ServiceError(409, f"site {site!r} has a model in the host now, which a new job would go on "
+                                    f"from: reload the Sites list and retrain it")
     return _jobs(state, "start", site)
 
 

@@ -9,7 +9,7 @@
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
           takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels,
           hostPairStart, hostPairConfirm, hostPaired, hostSetToken, syncAutoSolveScripts, readModelIndex, loadSettings,
-          tfAvailable, nativeStatus */
+          tfAvailable, nativeStatus, trainSites, trainStart, trainStatus, trainCancel */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
 try {
@@ -31,6 +31,7 @@ importScripts(
   '/background/page.js',
   '/background/sites.js',
   '/background/solve.js',
+  '/background/training.js',
 );
 
 /**
@@ -193,6 +194,26 @@ async function processMessage(msg, sender) {
         return refuse;
       }
       return status();
+    case MESSAGE.TRAIN_SITES:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return trainSites();
+    case MESSAGE.TRAIN_START:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return trainStart(msg.site, msg.fromPrevious);
+    case MESSAGE.TRAIN_STATUS:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return trainStatus(msg.id);
+    case MESSAGE.TRAIN_CANCEL:
+      if (from !== 'options') {
+        return refuse;
+      }
+      return trainCancel(msg.id);
     case MESSAGE.FLUSH_SAMPLES:
       if (from !== 'options') {
         return refuse;

@@ -11,7 +11,7 @@
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
           rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
-          rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf */
+          rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf, siteModelFor, siteModelEntry */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
 /** Context menu item ids. */
@@ -154,7 +154,8 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     }
   }
 
-  const modelName = (memory && memory.model) || settings.model || '';
+  // the site's chosen model, else the one trained for it from the options page, else the options' model
+  const modelName = (memory && memory.model) || (await siteModelFor(where.site)) || settings.model || '';
   const answer = await solvePixels(rgba, settings, modelName);
   if (!answer.ok) {
     return fail(answer.code, answer.message);
@@ -306,9 +307,13 @@ async function tellUser(req, message, allowSite = '') {
  * @returns {Promise<Object>} {ok: true, text, confidence, source, model, backend?, note?} | {ok: false, code, message}
  */
 async function solvePixels(rgba, settings, modelName) {
+  // A model trained for a site from the options page answers here whatever the engine: the host
+  // holds the same weights (checked against TF.js before it was installed), so asking it would
+  // give the same answer; it is asked only when the model cannot run here.
+  const engine = (await siteModelEntry(modelName)) ? 'browser' : settings.engine;
   let browser = null;
   let browserError = null;
-  if (settings.engine !== 'host') {
+  if (engine !== 'host') {
     try {
       browser = await solveInBrowser(rgba, modelName);
     } catch (e) {
@@ -316,7 +321,7 @@ async function solvePixels(rgba, settings, modelName) {
     }
   }
   const unsure = browser && browser.confidence < settings.threshold;
-  if (browser && !(settings.engine === 'auto' && unsure)) {
+  if (browser && !(engine === 'auto' && unsure)) {
     return { ok: true, ...browser };
   }
   try {
@@ -330,7 +335,7 @@ async function solvePixels(rgba, settings, modelName) {
     if (browser) {
       return { ok: true, ...browser, note: `Unsure, and the local host could not check it: ${hostError.message}` };
     }
-    if (settings.engine === 'host') {
+    if (engine === 'host') {
       return { ok: false, code: hostError.down ? 'host_down' : 'host_error', message: hostError.message };
     }
     return {

@@ -1,9 +1,10 @@
 /**
  * Options page, "Sites" table: what CaptchaLens remembers per site (image and
  * input selectors, model) and the per-site auto-solve switch, which asks for
- * access to that one site.
+ * access to that one site. Sites the local host has corrections for are listed
+ * too; their corrections and "Train" cells are filled by train.js (fillTraining).
  */
-/* global MESSAGE, STATE_KEYS, sitePattern */
+/* global MESSAGE, STATE_KEYS, sitePattern, fillTraining */
 /* exported renderSites */
 'use strict';
 
@@ -134,16 +135,37 @@ function siteAutoSolve(site, on) {
   return box;
 }
 
-/** Draw the sites table from storage. */
+/**
+ * An empty cell for train.js to fill.
+ * @param {string} kind  'count' | 'train'
+ * @returns {HTMLTableCellElement}
+ */
+function trainCell(kind) {
+  const td = document.createElement('td');
+  td.dataset.cl = kind;
+  return td;
+}
+
+/** Draw the sites table from storage, plus the sites only the local host knows (train.js sets them). */
 async function renderSites() {
   const sites = await readSiteTable();
   const body = document.querySelector('#sites tbody');
   body.textContent = '';
-  const names = Object.keys(sites).sort();
+  const names = [...new Set([...Object.keys(sites), ...(self.hostSiteNames || [])])].sort();
   for (const site of names) {
-    const memory = sites[site];
     const row = document.createElement('tr');
     row.dataset.site = site;
+    if (!Object.prototype.hasOwnProperty.call(sites, site)) {
+      // corrections kept by the host for a site CaptchaLens does not remember (remembering is off)
+      const none = document.createElement('td');
+      none.colSpan = 4;
+      none.className = 'hint';
+      none.textContent = 'not remembered here';
+      row.append(cell(document.createTextNode(site)), none, trainCell('count'), trainCell('train'), cell(document.createTextNode('')));
+      body.appendChild(row);
+      continue;
+    }
+    const memory = sites[site];
     const forget = document.createElement('button');
     forget.type = 'button';
     forget.textContent = 'Forget';
@@ -158,10 +180,15 @@ async function renderSites() {
       cell(siteText(site, 'input', memory.input)),
       cell(siteModel(site, memory.model)),
       cell(siteAutoSolve(site, memory.autoSolve)),
+      trainCell('count'),
+      trainCell('train'),
       cell(forget),
     );
     body.appendChild(row);
   }
   document.getElementById('noSites').hidden = names.length > 0;
   document.getElementById('sites').hidden = names.length === 0;
+  if (typeof fillTraining === 'function') {
+    fillTraining();
+  }
 }

@@ -20,6 +20,10 @@ var MESSAGE = Object.freeze({
   STATUS: 'status', // popup / options: engine, models, queued corrections
   FLUSH_SAMPLES: 'flushSamples', // options page: send queued corrections now
   SITES_CHANGED: 'sitesChanged', // options page: per-site memory edited (auto-solve scripts resync)
+  TRAIN_SITES: 'trainSites', // options page: corrections per site on the host, models installed here, latest job
+  TRAIN_START: 'trainStart', // options page: "Train a model for this site" ({site, fromPrevious})
+  TRAIN_STATUS: 'trainStatus', // options page: a job's progress ({id}); a finished job's model is installed here
+  TRAIN_CANCEL: 'trainCancel', // options page: cancel the running job ({id})
 });
 
 /** How to start the local host, shown whenever it cannot be reached. */
