@@ -22,9 +22,10 @@ from pathlib import Path
 
 from .contract import ContractError
 from .files import write_atomic
+from .paths import PACKAGE_MODELS
 
 AUTO_NAME = "auto"  # the reader's name, wherever a model name is accepted
-RULE_FILE = Path(__file__).resolve().parent / "models" / "auto.json"
+RULE_FILE = PACKAGE_MODELS / "auto.json"
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,6 @@ class AutoSolver:
     @classmethod
     def shipped(cls) -> "AutoSolver":
         """Over the package's own models; ContractError when it holds no rule."""
-        from .solver import PACKAGE_MODELS
-
         rule = load_rule(RULE_FILE)
         if rule is None:
             raise ContractError(f"{RULE_FILE} is missing: this package has no automatic reader")
