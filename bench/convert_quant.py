@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from captchalens.converter import convert  # noqa: E402
 from captchalens.decode import decode  # noqa: E402
-from captchalens.solver import DEFAULT_MODEL, Solver  # noqa: E402
+from captchalens.paths import DEFAULT_MODEL  # noqa: E402
+from captchalens.solver import Solver  # noqa: E402
 from captchalens.converter.node_engine import probs_tfjs  # noqa: E402
 from captchalens.training.generate import GenSpec, generate  # noqa: E402
 from _machine import cpu  # noqa: E402

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -144,7 +143,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     from captchalens.cli import main as captchalens
-    from captchalens.solver import GENERAL_MODEL
+    from captchalens.paths import GENERAL_MODEL
 
     base = Path(args.model) if args.model else GENERAL_MODEL
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     import datetime
     import hashlib
 
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.paths import DEFAULT_MODEL
 
     base = Path(a.base) if a.base else DEFAULT_MODEL
     weights = base / "model.h5"

@@ -119,9 +119,6 @@ class Solver:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
         return [Answer(t, c) for t, c in decode(self.probs(rgba), self.meta)]
 
-    def solve_bytes(self, data: bytes, name: str = "image") -> Answer:
-        return self.solve_pixels([read_rgba(data, name)])[0]
-
     def solve_images(self, images: list[np.ndarray]) -> list[tuple[str, float]]:
         """RGBA uint8 images -> (text, confidence) each."""
         from .decode import decode

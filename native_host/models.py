@@ -36,11 +36,8 @@ class LockedRunner:
         self._lock = threading.Lock()
 
     def solve(self, rgba: np.ndarray) -> tuple[str, float]:
-        from captchalens.decode import decode
-
         with self._lock:
-            probs = self.solver.probs([rgba])
-        return decode(probs, self.solver.meta)[0]
+            return self.solver.solve_images([rgba])[0]
 
 
 class _Job:
@@ -78,8 +75,6 @@ class BatchRunner:
         return job.answer
 
     def _loop(self) -> None:
-        from captchalens.decode import decode
-
         while True:
             try:
                 jobs = [self._queue.get(timeout=IDLE_EXIT)]
@@ -95,7 +90,7 @@ class BatchRunner:
                 except queue.Empty:
                     break
             try:
-                answers = decode(self.solver.probs([j.rgba for j in jobs]), self.solver.meta)
+                answers = self.solver.solve_images([j.rgba for j in jobs])
                 for j, a in zip(jobs, answers):
                     j.answer = a
             except Exception as e:  # noqa: BLE001 - handed to each waiting request
@@ -292,7 +287,7 @@ def fixed_folders(model_dirs: list[str | os.PathLike] | None) -> tuple[list[Path
     package holds it and $CAPTCHALENS_MODEL does not name another default)."""
     if model_dirs:
         return [Path(m).expanduser().resolve() for m in model_dirs], "cli"
-    from captchalens.solver import DEFAULT_MODEL, GENERAL_MODEL, default_model_dir
+    from captchalens.paths import DEFAULT_MODEL, GENERAL_MODEL, default_model_dir
 
     folders = [default_model_dir()]
     if folders[0] == DEFAULT_MODEL and (GENERAL_MODEL / META_FILE).is_file():

@@ -21,7 +21,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.paths import DEFAULT_MODEL
 
     return DEFAULT_MODEL
 

@@ -99,7 +99,7 @@ def test_a_failed_conversion_leaves_the_installed_model_untouched(tiny_model, ex
 
 
 def test_engine_tfjs_answers_equal_engine_tf_answers(request, tmp_path, capsys):
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.paths import DEFAULT_MODEL
 
     # the shipped model (and its shipped conversion) once it exists: real, varied answers
     model = DEFAULT_MODEL if (DEFAULT_MODEL / META_FILE).is_file() else request.getfixturevalue("tiny_model")
@@ -214,7 +214,7 @@ def test_the_shipped_conversion_is_the_shipped_model_and_index_and_vendor_are_re
     converted from the same weights), index.json is what the converter writes, vendor/ is node_modules'."""
     from captchalens.converter.core import write_index
     from captchalens.files import sha256_file
-    from captchalens.solver import DEFAULT_MODEL
+    from captchalens.paths import DEFAULT_MODEL
 
     shipped = root / "extension" / "models"
     assert (shipped / "default" / META_FILE).read_bytes() == (DEFAULT_MODEL / META_FILE).read_bytes(), \

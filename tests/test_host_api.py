@@ -41,7 +41,7 @@ def app(home, model):
 def expected(model):
     """What the Python solver says about the first captchas: the host must say the same."""
     solver = Solver(model)
-    return {i: solver.solve_bytes(captcha(i)[0]) for i in range(3)}
+    return {i: solver.solve_pixels([read_rgba(captcha(i)[0])])[0] for i in range(3)}
 
 
 # ---- solving ----------------------------------------------------------------------

@@ -21,7 +21,8 @@ from captchalens.cli import main
 from captchalens.contract import KERAS_FILE, ContractError, ModelMeta, load_meta
 from captchalens.tflite import TFLITE_FILE, export_tflite
 from captchalens.modelfile import UnsafeModelError, check_keras_config, check_tflite, load_keras
-from captchalens.solver import DEFAULT_MODEL, Solver
+from captchalens.paths import DEFAULT_MODEL
+from captchalens.solver import Solver
 from captchalens.training.generate import GenSpec, draw
 
 L = keras.layers

@@ -79,7 +79,7 @@ def measure(first_dir: Path, then_dir: Path, n: int, workers: int | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     from captchalens.auto import RULE_FILE, save_rule
-    from captchalens.solver import DEFAULT_MODEL, GENERAL_MODEL
+    from captchalens.paths import DEFAULT_MODEL, GENERAL_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--first", default=str(DEFAULT_MODEL), help="model asked first (default: the shipped default)")
