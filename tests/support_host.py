@@ -21,22 +21,14 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "extension" / "manifest.json"
-KEY_NOTE = Path("/work/notes/extension_key.txt")  # used until extension/manifest.json exists
 CAPTCHALENS = Path(sys.executable).parent / "captchalens"
 TOKEN_HEADER = "X-CaptchaLens-Token"
 
 
 # ---- the extension's identity, computed the way Chromium does ----------------
-def _manifest_key() -> str | None:
-    return json.loads(MANIFEST.read_text()).get("key") if MANIFEST.is_file() else None
-
-
 def extension_key() -> str:
-    key = _manifest_key()
-    if key:
-        return key
-    lines = [ln.strip() for ln in KEY_NOTE.read_text().splitlines()]
-    return next(ln for ln in lines if ln.startswith("MIIB"))
+    """The manifest's "key", which fixes the extension's ID."""
+    return json.loads(MANIFEST.read_text())["key"]
 
 
 def extension_id() -> str:
@@ -202,7 +194,7 @@ class HostProcess:
         self.home, self.port = Path(home), port or free_port()
         self.log = self.home.parent / f"serve-{self.port}.log"
         cmd = [str(CAPTCHALENS), "serve", "--port", str(self.port)]
-        if not _manifest_key() or env:  # else the host computes the ID itself, as it does for users
+        if env:  # else the host computes the ID from the manifest itself, as it does for users
             cmd += ["--extension-id", extension_id()]
         for m in model_dirs:
             cmd += ["--model", str(m)]
