@@ -45,6 +45,78 @@ DECODINGS = ("fixed", "ctc_greedy")
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
+# The images CaptchaLens reads: one file for both languages. It lives in the extension
+# (extension/shared/image_limits.json, which the extension can load); this package reads it
+# through the symlink captchalens/image_limits.json (a copy in a built package).
+LIMITS_FILE = Path(__file__).with_name("image_limits.json")
+
+
+def _load_limits(path: Path = LIMITS_FILE) -> dict[str, Any]:
+    try:
+        limits = json.loads(path.read_text(encoding="utf-8"))
+        ok = (all(isinstance(limits.get(k), int) and limits[k] > 0 for k in ("max_side", "max_pixels"))
+              and all(isinstance(limits.get(k), list) and limits[k] for k in ("formats", "suffixes")))
+    except (OSError, ValueError, AttributeError) as e:
+        raise RuntimeError(f"{path} is unreadable ({e}): the package is incomplete") from e
+    if not ok:
+        raise RuntimeError(f"{path} must hold max_side, max_pixels (whole numbers) and formats, suffixes")
+    return limits
+
+
+IMAGE_LIMITS = _load_limits()
+MAX_SIDE: int = IMAGE_LIMITS["max_side"]  # a captcha is small: refuse anything larger before decoding it
+MAX_PIXELS: int = IMAGE_LIMITS["max_pixels"]  # and anything whose area could be a decompression bomb
+IMAGE_FORMATS: tuple[str, ...] = tuple(IMAGE_LIMITS["formats"])  # the only Pillow decoders that run
+IMAGE_SUFFIXES: frozenset[str] = frozenset(IMAGE_LIMITS["suffixes"])  # image files in a folder
+
+
+def image_size_problem(width, height) -> str:
+    """'' for a size a captcha may have, else why not (engine.js checkImageSize: the same words)."""
+    if not (_whole(width) and _whole(height)) or width < 1 or height < 1:
+        return f"image size must be positive whole numbers, not {width}x{height}"
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        return (f"image is {width}x{height} pixels; a captcha must be at most "
+                f"{MAX_SIDE}x{MAX_SIDE} and {MAX_PIXELS} pixels")
+    return ""
+
+
+# Keys every captchalens.json must hold (not null); the rest have defaults. engine.js checkMeta: the same.
+REQUIRED_KEYS = ("name", "charset", "input_height", "input_width", "input_channels", "decoding",
+                 "output_shape", "preprocessing", "format")
+
+
+def _whole(v) -> bool:
+    """A whole number as JSON gives it (48 or 48.0; JavaScript cannot tell them apart), not a bool."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _preprocessing_problems(p, channels) -> list[str]:
+    """The preprocessing this version implements (captchalens/preprocess.py, engine.js preprocess())."""
+    if not isinstance(p, dict):
+        return ["preprocessing must be an object"]
+    problems = []
+    if p.get("alpha") != "composite_white":
+        problems.append(f"preprocessing.alpha {p.get('alpha')!r} is not supported (only 'composite_white')")
+    if p.get("color") != ("grayscale" if channels == 1 else "rgb"):
+        problems.append(f"preprocessing.color {p.get('color')!r} does not fit {channels} input channel(s) "
+                        f"(1: 'grayscale', 3: 'rgb')")
+    weights = p.get("gray_weights")
+    if p.get("color") == "grayscale" and not (isinstance(weights, list) and len(weights) == 3
+                                              and all(_number(w) for w in weights)):
+        problems.append("preprocessing.gray_weights must be three numbers")
+    if not (_number(p.get("scale")) and _number(p.get("offset"))):
+        problems.append("preprocessing.scale and preprocessing.offset must be numbers")
+    resize = p.get("resize")
+    if not (isinstance(resize, dict) and resize.get("method") == "bilinear"
+            and resize.get("half_pixel_centers") is True and resize.get("align_corners") is False):
+        problems.append("only bilinear resizing with half-pixel centres (align_corners false) is supported")
+    return problems
+
+
 class ContractError(UserError, ValueError):
     """A model folder or its metadata cannot be used; the message says why."""
 
@@ -100,34 +172,37 @@ class ModelMeta:
 
     # ---- checks ----------------------------------------------------------
     def validate(self) -> "ModelMeta":
+        """Refuse metadata a reader cannot follow. The same rules, case for case, as
+        extension/lib/engine.js checkMeta(): tests/contract_cases.json holds both to them."""
         problems = []
         if self.format != FORMAT:
             problems.append(f"format is {self.format!r}, this version reads {FORMAT!r}")
-        if not self.charset or len(set(self.charset)) != len(self.charset):
+        if not isinstance(self.name, str) or not self.name:
+            problems.append("name must be a non-empty string")
+        if not isinstance(self.charset, str) or not self.charset or len(set(self.charset)) != len(self.charset):
             problems.append("charset must be a non-empty string without repeated characters")
+        elif any(ord(c) > 0xFFFF for c in self.charset):
+            problems.append("charset characters must be in Unicode's Basic Multilingual Plane "
+                            "(the extension indexes the charset by UTF-16 units)")
         if self.decoding not in DECODINGS:
             problems.append(f"decoding must be one of {DECODINGS}, not {self.decoding!r}")
-        if self.input_channels not in (1, 3):
+        sizes = (self.input_height, self.input_width)
+        if not all(_whole(v) for v in sizes) or min(sizes) < 8:
+            problems.append("input height and width must be whole numbers, at least 8")
+        if self.input_channels not in (1, 3) or not _whole(self.input_channels):
             problems.append("input_channels must be 1 or 3")
-        if self.input_channels == 1 and self.preprocessing.get("color") != "grayscale":
-            problems.append("a 1-channel model needs preprocessing.color = 'grayscale'")
-        if self.input_channels == 3 and self.preprocessing.get("color") != "rgb":
-            problems.append("a 3-channel model needs preprocessing.color = 'rgb'")
-        if min(self.input_height, self.input_width) < 8:
-            problems.append("input height and width must be at least 8")
-        if len(self.output_shape) != 2:
-            problems.append(f"output_shape must be [positions, classes], not {self.output_shape}")
-        elif self.decoding == "fixed":
-            if self.length is None or self.output_shape != [self.length, len(self.charset)]:
+        problems += _preprocessing_problems(self.preprocessing, self.input_channels)
+        shape = self.output_shape
+        if not isinstance(shape, list) or len(shape) != 2 or not all(_whole(v) and v >= 1 for v in shape):
+            problems.append(f"output_shape must be [positions, classes], not {shape}")
+        elif self.decoding == "fixed" and isinstance(self.charset, str):
+            if not _whole(self.length) or shape != [self.length, len(self.charset)]:
                 problems.append(
                     f"a fixed-length model's output must be [length, charset] = "
-                    f"[{self.length}, {len(self.charset)}], not {self.output_shape}")
-        elif self.decoding == "ctc_greedy":
-            if self.output_shape[1] != len(self.charset) + 1:
+                    f"[{self.length}, {len(self.charset)}], not {shape}")
+        elif self.decoding == "ctc_greedy" and isinstance(self.charset, str):
+            if shape[1] != len(self.charset) + 1:
                 problems.append("a CTC model's output must have len(charset)+1 classes (blank last)")
-        resize = self.preprocessing.get("resize", {})
-        if resize.get("method") != "bilinear" or not resize.get("half_pixel_centers"):
-            problems.append("only bilinear resizing with half-pixel centres is supported")
         if self.calibration is not None:
             t = self.calibration.get("temperature") if isinstance(self.calibration, dict) else None
             lo, hi = TEMPERATURE_RANGE
@@ -149,8 +224,7 @@ class ModelMeta:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ModelMeta":
         known = {f for f in cls.__dataclass_fields__}
-        missing = [k for k in ("name", "charset", "input_height", "input_width",
-                               "input_channels", "decoding", "output_shape") if k not in d]
+        missing = [k for k in REQUIRED_KEYS if d.get(k) is None]
         if missing:
             raise ContractError(f"metadata lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in d.items() if k in known}).validate()

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# The limits are the extension's too (extension/shared/image_limits.json, read by contract.py).
+from .contract import IMAGE_FORMATS as FORMATS  # only these decoders run: no EPS (Ghostscript) and the like
+from .contract import IMAGE_SUFFIXES, MAX_PIXELS, MAX_SIDE, image_size_problem  # noqa: F401 (re-exported)
 from .errors import UserError
 
-MAX_SIDE = 2048  # a captcha is small; refuse anything larger before decoding it
-MAX_PIXELS = 2048 * 1024  # and anything whose area could be a decompression bomb
 # A progressive JPEG's decoder passes over the whole image once per scan: 20,006 scans
 # in a 288 KB file took 56 s. Encoders write at most ~10-20 scans; refuse beyond this.
 MAX_JPEG_SCANS = 64
 MAX_FILE_BYTES = 16 * 1024 * 1024  # an uncompressed 2048x1024 RGBA BMP is 8 MB
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
-# Only these decoders run: no EPS (Ghostscript), no exotic formats with a large attack surface.
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 
 # Pillow's own bomb guard: raise (not warn) above this many pixels.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -112,10 +110,10 @@ def _open(data: bytes | str | os.PathLike, name: str) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
     w, h = im.size  # read from the header, before any pixel is decoded
-    if w < 1 or h < 1 or w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+    problem = image_size_problem(w, h)
+    if problem:
         im.close()
-        raise ImageError(f"{name}: image is {w}x{h} pixels; a captcha must be at most "
-                         f"{MAX_SIDE}x{MAX_SIDE} and {MAX_PIXELS} pixels")
+        raise ImageError(f"{name}: {problem}")
     return im
 
 
@@ -212,8 +210,9 @@ def to_rgba(pixels: np.ndarray, name: str = "array") -> np.ndarray:
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
         raise ImageError(f"{name}: pixels must be HxW, HxWx1, HxWx3 or HxWx4, not {a.shape}")
     h, w = a.shape[:2]
-    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
-        raise ImageError(f"{name}: image is {w}x{h} pixels; at most {MAX_SIDE}x{MAX_SIDE}")
+    problem = image_size_problem(w, h)
+    if problem:
+        raise ImageError(f"{name}: {problem}")
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
     if a.shape[2] == 3:

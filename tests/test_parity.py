@@ -141,7 +141,7 @@ def test_engine_refuses_bad_pixels_and_unknown_decodings_with_clear_messages():
     out = _node(f"""
         const E = require({json.dumps(str(ENGINE))});
         const tf = require({json.dumps(str(REPO_ROOT / "node_modules" / "@tensorflow" / "tfjs"))});
-        const meta = {{name: 'm', charset: 'ab', input_height: 8, input_width: 8, input_channels: 1,
+        const meta = {{format: 'captchalens.model/1', name: 'm', charset: 'ab', input_height: 8, input_width: 8, input_channels: 1,
           decoding: 'fixed', length: 2, output_shape: [2, 2],
           preprocessing: {{alpha: 'composite_white', color: 'grayscale', gray_weights: [0.3, 0.6, 0.1],
             scale: 1, offset: 0, resize: {{method: 'bilinear', half_pixel_centers: true, align_corners: false}}}}}};

@@ -7,6 +7,7 @@
 /** Content script files, in load order (each defines its part once per frame). */
 const CONTENT_FILES = [
   'shared/constants.js',
+  'lib/engine.js', // the contract's checks (imageSizeProblem), no TF.js
   'content/dom.js',
   'content/read.js',
   'content/fill.js',

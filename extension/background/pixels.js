@@ -4,7 +4,8 @@
  * (rgbaRecord), encode PNG for the local host.
  * Never fetches the captcha's URL: sites issue a new captcha per request.
  */
-/* exported rgbaFromBase64, rgbaRecord, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
+/* global CaptchaLensEngine */
+/* exported imageLimits, rgbaFromBase64, rgbaRecord, captureCrop, pngBlob, pngDataUrl, bytesToBase64, pixelsHash */
 
 /** Chromium allows captureVisibleTab this many calls per CAPTURE_WINDOW_MS (a window that starts at the first). */
 const CAPTURE_CALLS = 2;
@@ -35,8 +36,24 @@ function bookCapture() {
   captureWindow.count += 1;
   return wait;
 }
-/** Largest side accepted from a page (captchalens/images.py MAX_SIDE). */
-const MAX_SIDE = 2048;
+/** The images CaptchaLens reads, shared with the Python side (captchalens/contract.py). */
+const IMAGE_LIMITS_FILE = '/shared/image_limits.json';
+/** imageLimits()'s one load per worker start (a failed load is tried again next time). */
+let imageLimitsLoad = null;
+
+/**
+ * The image limits (shared/image_limits.json: max_side, max_pixels), loaded once.
+ * @returns {Promise<{max_side: number, max_pixels: number}>}
+ */
+function imageLimits() {
+  if (!imageLimitsLoad) {
+    imageLimitsLoad = fetch(chrome.runtime.getURL(IMAGE_LIMITS_FILE)).then((r) => r.json()).catch((e) => {
+      imageLimitsLoad = null;
+      throw new Error(`the extension's ${IMAGE_LIMITS_FILE} is unreadable (${e.message}): reinstall it`);
+    });
+  }
+  return imageLimitsLoad;
+}
 
 /**
  * Base64 -> bytes.
@@ -139,8 +156,9 @@ async function captureCrop(windowId, rect, dpr, viewport) {
     if (width < 1 || height < 1) {
       throw new Error('the image is not visible on screen (scrolled away or hidden)');
     }
-    if (width > MAX_SIDE || height > MAX_SIDE) {
-      throw new Error(`the image is ${width}x${height} pixels on screen; a captcha is at most ${MAX_SIDE}`);
+    const problem = CaptchaLensEngine.imageSizeProblem(await imageLimits(), width, height);
+    if (problem) {
+      throw new Error(`on screen, the ${problem}`);
     }
     const canvas = new OffscreenCanvas(width, height);
     const ctx = canvas.getContext('2d', { willReadFrequently: true });

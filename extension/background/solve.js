@@ -10,7 +10,7 @@
  * Every step reports a clear message in the page when it fails.
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
-          rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
+          imageLimits, rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
           rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf, siteModelFor, siteModelEntry */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
@@ -139,6 +139,7 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     srcUrl: req.srcUrl || '',
     imageSelector: req.srcUrl ? '' : ((memory && memory.image) || ''),
     waitMs: auto ? AUTO_SOLVE_WAIT_MS : 0,
+    limits: await imageLimits(), // refused before a pixel is read, as the host refuses it
   });
   if (!read.ok) {
     return fail(read.code, read.message);

@@ -13,8 +13,6 @@
   }
   const dom = self.CaptchaLensDom;
 
-  /** Largest side read from a page (captchalens/images.py MAX_SIDE). */
-  const MAX_SIDE = 2048;
   /** Size a detected captcha must have, in CSS pixels. */
   const CAPTCHA_MIN = { width: 40, height: 15 };
   const CAPTCHA_MAX = { width: 600, height: 250 };
@@ -181,10 +179,11 @@
   /**
    * Draw the element at its own pixel size and read RGBA.
    * @param {Element} el  img or canvas
+   * @param {{max_side: number, max_pixels: number}} limits  shared/image_limits.json, from the background
    * @returns {{width: number, height: number, data: string}|{tainted: true}|{error: string}}
    *          data = base64 of width*height*4 bytes
    */
-  function drawPixels(el) {
+  function drawPixels(el, limits) {
     let width;
     let height;
     if (el.localName === 'canvas') {
@@ -199,8 +198,9 @@
     if (!width || !height) {
       return { tainted: true }; // e.g. an SVG without a size: read it from the screen
     }
-    if (width > MAX_SIDE || height > MAX_SIDE) {
-      return { error: `The image is ${width}x${height} pixels; a captcha is at most ${MAX_SIDE}x${MAX_SIDE}.` };
+    const problem = self.CaptchaLensEngine.imageSizeProblem(limits, width, height); // before reading a pixel
+    if (problem) {
+      return { error: `${problem}.` };
     }
     const canvas = document.createElement('canvas');
     canvas.width = width;
@@ -322,9 +322,10 @@
 
   /**
    * Locate the captcha and read its pixels.
-   * @param {{srcUrl?: string, imageSelector?: string, waitMs?: number}} args
+   * @param {{srcUrl?: string, imageSelector?: string, waitMs?: number, limits: Object}} args
    *   srcUrl: the right-clicked image; imageSelector: this site's remembered image;
-   *   waitMs: how long to wait for the image to appear and load (auto-solve)
+   *   waitMs: how long to wait for the image to appear and load (auto-solve);
+   *   limits: the image limits (shared/image_limits.json)
    * @returns {Promise<Object>} {ok: true, element, kind: 'pixels', width, height, data, selector}
    *   | {ok: true, element, kind: 'screen', rect, dpr, viewport, selector, uncovered, covered}
    *   | {ok: false, code, message}; for 'screen', what covered the captcha is hidden until restoreCovers()
@@ -361,7 +362,7 @@
       };
     }
     const selector = dom.uniqueSelector(el);
-    const pixels = drawPixels(el);
+    const pixels = drawPixels(el, args.limits);
     if (pixels.error) {
       return { ok: false, code: 'unreadable', message: `The image is not readable: ${pixels.error}`, element: el };
     }

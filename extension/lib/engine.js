@@ -30,6 +30,11 @@
   const META_FILE = 'captchalens.json';
   // TF.js layers model written by the tensorflowjs converter.
   const MODEL_FILE = 'model.json';
+  // Metadata format this engine reads (captchalens/contract.py FORMAT).
+  const FORMAT = 'captchalens.model/1';
+  // Keys every captchalens.json holds, not null (captchalens/contract.py REQUIRED_KEYS).
+  const REQUIRED_KEYS = ['name', 'charset', 'input_height', 'input_width', 'input_channels', 'decoding',
+    'output_shape', 'preprocessing', 'format'];
   // Decodings this engine implements (captchalens/contract.py DECODINGS).
   const DECODINGS = ['fixed', 'ctc_greedy'];
   // Temperatures a model's calibration may hold (captchalens/contract.py TEMPERATURE_RANGE).
@@ -102,51 +107,88 @@
   }
 
   /**
-   * Check the parts of a model's metadata this engine relies on.
+   * Is v a whole number (as JSON gives it)?
+   * @param {*} v
+   * @returns {boolean}
+   */
+  function whole(v) {
+    return typeof v === 'number' && Number.isInteger(v);
+  }
+
+  /**
+   * Is v a finite number?
+   * @param {*} v
+   * @returns {boolean}
+   */
+  function finite(v) {
+    return typeof v === 'number' && Number.isFinite(v);
+  }
+
+  /**
+   * Refuse metadata this engine cannot follow. The same rules, case for case, as
+   * captchalens/contract.py ModelMeta.validate(): tests/contract_cases.json holds both to them.
    * @param {Object} meta  parsed captchalens.json
    * @throws {Error} naming the first problem
    */
   function checkMeta(meta) {
-    if (!meta || typeof meta !== 'object') {
+    if (!meta || typeof meta !== 'object' || Array.isArray(meta)) {
       throw new Error(`${META_FILE} must hold a JSON object`);
     }
-    for (const key of ['name', 'charset', 'input_height', 'input_width', 'input_channels',
-      'decoding', 'output_shape', 'preprocessing']) {
+    for (const key of REQUIRED_KEYS) {
       if (meta[key] === undefined || meta[key] === null) {
         throw new Error(`${META_FILE} lacks "${key}"`);
       }
     }
+    if (typeof meta.name !== 'string' || !meta.name) {
+      throw new Error('name must be a non-empty string');
+    }
+    const cs = meta.charset;
+    if (typeof cs !== 'string' || !cs || new Set(cs).size !== [...cs].length) {
+      throw new Error('charset must be a non-empty string without repeated characters');
+    }
+    if (/[\uD800-\uDFFF]/.test(cs)) {
+      throw new Error('charset characters must be in Unicode\'s Basic Multilingual Plane ' +
+        '(this engine indexes the charset by UTF-16 units)');
+    }
     if (!DECODINGS.includes(meta.decoding)) {
       throw new Error(`decoding "${meta.decoding}" is not supported (this engine reads ${DECODINGS.join(', ')})`);
+    }
+    if (!whole(meta.input_height) || !whole(meta.input_width) || Math.min(meta.input_height, meta.input_width) < 8) {
+      throw new Error('input height and width must be whole numbers, at least 8');
     }
     if (meta.input_channels !== 1 && meta.input_channels !== 3) {
       throw new Error(`input_channels must be 1 or 3, not ${meta.input_channels}`);
     }
-    const k = meta.charset.length + (meta.decoding === 'ctc_greedy' ? 1 : 0);
+    const k = cs.length + (meta.decoding === 'ctc_greedy' ? 1 : 0);
     const shape = meta.output_shape;
-    if (!Array.isArray(shape) || shape.length !== 2 || shape[1] !== k) {
+    if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((v) => whole(v) && v >= 1) || shape[1] !== k) {
       throw new Error(`output_shape ${JSON.stringify(shape)} does not fit a ${meta.decoding} model ` +
-        `with ${meta.charset.length} characters`);
+        `with ${cs.length} characters`);
     }
     if (meta.decoding === 'fixed' && shape[0] !== meta.length) {
       throw new Error(`output_shape ${JSON.stringify(shape)} does not match length ${meta.length}`);
     }
     const p = meta.preprocessing;
-    const resize = p.resize || {};
-    if (resize.method !== 'bilinear' || !resize.half_pixel_centers || resize.align_corners) {
-      throw new Error('only bilinear resizing with half-pixel centres is supported');
+    if (typeof p !== 'object' || Array.isArray(p)) {
+      throw new Error('preprocessing must be an object');
     }
     if (p.alpha !== 'composite_white') {
       throw new Error(`preprocessing.alpha "${p.alpha}" is not supported`);
     }
-    if ((meta.input_channels === 1) !== (p.color === 'grayscale')) {
+    if (p.color !== (meta.input_channels === 1 ? 'grayscale' : 'rgb')) {
       throw new Error(`preprocessing.color "${p.color}" does not fit ${meta.input_channels} input channel(s)`);
     }
-    if (p.color === 'grayscale' && !(Array.isArray(p.gray_weights) && p.gray_weights.length === 3)) {
+    if (p.color === 'grayscale' && !(Array.isArray(p.gray_weights) && p.gray_weights.length === 3 &&
+        p.gray_weights.every(finite))) {
       throw new Error('preprocessing.gray_weights must be three numbers');
     }
-    if (typeof p.scale !== 'number' || typeof p.offset !== 'number') {
+    if (!finite(p.scale) || !finite(p.offset)) {
       throw new Error('preprocessing.scale and preprocessing.offset must be numbers');
+    }
+    const resize = p.resize;
+    if (!resize || typeof resize !== 'object' || resize.method !== 'bilinear' || resize.half_pixel_centers !== true ||
+        resize.align_corners !== false) {
+      throw new Error('only bilinear resizing with half-pixel centres (align_corners false) is supported');
     }
     if (meta.calibration !== undefined && meta.calibration !== null) {
       const t = (typeof meta.calibration === 'object' && !Array.isArray(meta.calibration))
@@ -157,6 +199,31 @@
           `not ${JSON.stringify(t === undefined ? null : t)}`);
       }
     }
+    if (meta.format !== FORMAT) {
+      throw new Error(`format is ${JSON.stringify(meta.format)}, this engine reads "${FORMAT}"`);
+    }
+  }
+
+  /**
+   * Why an image of this size is not read, or '' when it may be: the limits come from
+   * shared/image_limits.json (captchalens/contract.py image_size_problem: the same words).
+   * @param {{max_side: number, max_pixels: number}} limits  the parsed image_limits.json
+   * @param {number} width
+   * @param {number} height
+   * @returns {string}
+   */
+  function imageSizeProblem(limits, width, height) {
+    if (!limits || !whole(limits.max_side) || !whole(limits.max_pixels)) {
+      throw new Error('imageSizeProblem needs the image limits (shared/image_limits.json)');
+    }
+    if (!whole(width) || !whole(height) || width < 1 || height < 1) {
+      return `image size must be positive whole numbers, not ${width}x${height}`;
+    }
+    if (width > limits.max_side || height > limits.max_side || width * height > limits.max_pixels) {
+      return `image is ${width}x${height} pixels; a captcha must be at most ` +
+        `${limits.max_side}x${limits.max_side} and ${limits.max_pixels} pixels`;
+    }
+    return '';
   }
 
   /**
@@ -411,6 +478,6 @@
 
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
-    temperature, autoFirstStands,
+    imageSizeProblem, temperature, autoFirstStands,
   };
 });
