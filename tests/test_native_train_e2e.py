@@ -392,3 +392,30 @@ def test_the_sample_minimum_is_read_safely_by_requests_at_once():
     for t in threads:
         t.join()
     assert got == [MIN_SAMPLES] * 8
+
+
+def test_a_trained_model_that_does_not_load_in_the_browser_is_not_installed(browser, home):
+    """Runs last in the browser's tests: the latest job is one whose TF.js files in the host were
+    damaged after it finished (model.json no longer a layers model). The options page fetches them,
+    the engine refuses them, nothing is stored, and the page says why."""
+    import shutil
+
+    b = browser
+    job_id = "99991231-000000-abcdef"  # later than any real job: train_status "latest" answers it
+    tfjs = home / "tfjs" / "damaged.example"
+    shutil.copytree(home / "tfjs" / SITE, tfjs)
+    meta = json.loads((tfjs / "captchalens.json").read_text())
+    (tfjs / "captchalens.json").write_text(json.dumps({**meta, "name": "damaged.example"}))
+    (tfjs / "model.json").write_text('{"format": "layers-model"}')
+    (home / "jobs" / job_id).mkdir(parents=True)
+    (home / "jobs" / job_id / "job.json").write_text(json.dumps({
+        "id": job_id, "site": "damaged.example", "model": "damaged.example", "samples": 12, "phase": "done",
+        "elapsed_s": 20.0, "result": {"model": "damaged.example"}}))
+    sb.stop_service_worker(b.ctx, b.ext_id)  # a new worker starts a new host, which reads the jobs on disk
+    options = b.options()
+    expect(options.locator("#trainResult")).to_have_text(
+        "The model was trained, but it was not installed in your browser: model 'damaged.example' failed to "
+        "load: model.json is not a TF.js layers model (no modelTopology/weightsManifest). The site is solved "
+        "as before.", timeout=STARTUP_S * 1000)
+    options.close()
+    assert "damaged.example" not in sb.get_storage(b.sw, "siteModels")["siteModels"]

@@ -123,8 +123,11 @@ async function refreshTraining() {
     say('trainHost', `Training a site's model needs the local host: ${trainOverview.error}`, false);
   }
   await renderSites();
+  const job = trainOverview.job;
   if (trainOverview.running && !followed) {
-    followJob(trainOverview.job);
+    followJob(job);
+  } else if (job && job.installError && !followed) {
+    say('trainResult', job.installError, false); // the latest job's model: trained, but refused here
   }
 }
 
