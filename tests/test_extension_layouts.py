@@ -327,14 +327,19 @@ def test_auto_solve_switched_on_in_the_options_solves_on_page_load(setup, browse
 
 
 # ---- what covers the captcha ------------------------------------------------------------------------
+@pytest.mark.parametrize("clicks", ["stop", "pass_through"])
 @pytest.mark.parametrize("covered_px", [8, 25])
-def test_a_fixed_header_over_a_cross_origin_captcha_is_not_in_the_crop(setup, browser, sw, page, covered_px):
+def test_a_fixed_header_over_a_cross_origin_captcha_is_not_in_the_crop(setup, browser, sw, page, covered_px,
+                                                                        clicks):
     """A position:fixed header drawn over the top of a captcha from another site (read from a
-    screenshot): it is hidden for the capture, so the crop is exactly the image, and shown again."""
-    captchas = sb.FreshCaptchas(seed=110 + covered_px)
+    screenshot): it is hidden for the capture, so the crop is exactly the image, and shown again.
+    Also when clicks pass through it (pointer-events: none, which hit tests skip: it is drawn all
+    the same)."""
+    captchas = sb.FreshCaptchas(seed=110 + covered_px + (50 if clicks == "pass_through" else 0))
+    pointer = "pointer-events:none;" if clicks == "pass_through" else ""
     with sb.serving({"/cap.png": captchas}) as images:
         body = (f"<header id=bar style='position:fixed;top:0;left:0;right:0;height:{60 + covered_px}px;"
-                "background:#234;color:#fff;z-index:5'><b>Site</b> <nav><a href='#'>Home</a></nav></header>"
+                f"background:#234;color:#fff;z-index:5;{pointer}'><b>Site</b> <nav><a href='#'>Home</a></nav></header>"
                 f"<form style='margin-top:60px'><img id=cap src='{images.url('/cap.png')}'>"
                 "<input id=answer name=captcha></form>")
         with sb.serving({"/": sb.html(sb.page_html("header", body))}) as server:
@@ -351,11 +356,16 @@ def test_a_fixed_header_over_a_cross_origin_captcha_is_not_in_the_crop(setup, br
                 want = agreed(setup, rgba, label, result["text"])
                 expect(page.locator("#answer")).to_have_value(want)
                 expect(page.locator("#bar")).to_have_css("visibility", "visible")
+                expect(page.locator("#bar")).to_have_css("pointer-events", "none" if pointer else "auto")
+                own = page.evaluate("(s => [s.getPropertyValue('pointer-events'), s.getPropertyPriority("
+                                    "'pointer-events')])(document.getElementById('bar').style)")
+                assert own == ["none" if pointer else "", ""]  # the page's own style, put back as it was
                 assert page.evaluate("scrollY") == 0
                 right += want == label
                 times.append(result["ms"])
         assert images.hits("/cap.png") == ROUNDS, "each captcha is fetched exactly once, by the page"
-    report(f"fixed header over {covered_px} px of a cross-origin captcha", right, ROUNDS, times)
+    report(f"fixed header{' (pointer-events: none)' if pointer else ''} over {covered_px} px of a "
+           f"cross-origin captcha", right, ROUNDS, times)
 
 
 def test_a_cover_that_comes_back_at_once_is_named_in_the_note(setup, browser, sw, page):

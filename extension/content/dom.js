@@ -260,8 +260,39 @@
   }
 
   /**
-   * The elements drawn on top of el where it is on screen (a fixed header, a cookie banner...):
-   * hit-tested at a grid of points from edge to edge.
+   * Make the elements over this rectangle that clicks pass through (pointer-events: none: a
+   * watermark, a click-through header) hit-testable, for one hit test: elementFromPoint skips
+   * them, yet they are drawn, and a screenshot shows them. Returns the function that puts their
+   * own style back.
+   * @param {DOMRect} r
+   * @returns {function(): void}
+   */
+  function hitTestPassThrough(r) {
+    const changed = [];
+    for (const other of deepQueryAll('*')) {
+      const o = other.getBoundingClientRect();
+      if (o.right <= r.left || o.left >= r.right || o.bottom <= r.top || o.top >= r.bottom ||
+          getComputedStyle(other).pointerEvents !== 'none') {
+        continue;
+      }
+      changed.push({ other, value: other.style.getPropertyValue('pointer-events'),
+        priority: other.style.getPropertyPriority('pointer-events') });
+      other.style.setProperty('pointer-events', 'auto', 'important');
+    }
+    return () => {
+      for (const { other, value, priority } of changed.reverse()) {
+        if (value) {
+          other.style.setProperty('pointer-events', value, priority);
+        } else {
+          other.style.removeProperty('pointer-events');
+        }
+      }
+    };
+  }
+
+  /**
+   * The elements drawn on top of el where it is on screen (a fixed header, a cookie banner, a
+   * watermark clicks pass through...): hit-tested at a grid of points from edge to edge.
    * @param {Element} el
    * @returns {Element[]}
    */
@@ -269,18 +300,23 @@
     const r = el.getBoundingClientRect();
     const root = el.getRootNode().elementFromPoint ? el.getRootNode() : document;
     const found = new Set();
-    for (const fx of COVER_GRID) {
-      for (const fy of COVER_GRID) {
-        const x = r.left + fx * r.width;
-        const y = r.top + fy * r.height;
-        if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) {
-          continue;
-        }
-        const top = root.elementFromPoint(x, y);
-        if (top && !holds(el, top) && !holds(top, el)) {
-          found.add(top);
+    const restore = hitTestPassThrough(r);
+    try {
+      for (const fx of COVER_GRID) {
+        for (const fy of COVER_GRID) {
+          const x = r.left + fx * r.width;
+          const y = r.top + fy * r.height;
+          if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) {
+            continue;
+          }
+          const top = root.elementFromPoint(x, y);
+          if (top && !holds(el, top) && !holds(top, el)) {
+            found.add(top);
+          }
         }
       }
+    } finally {
+      restore();
     }
     return Array.from(found);
   }
