@@ -11,7 +11,7 @@ import pytest
 from captchalens.cli import main
 from captchalens.contract import META_FILE, load_meta
 from captchalens.decode import confidence
-from captchalens.training.calibrate import CalibrationError, ece, fit_temperature, on_validation
+from captchalens.training.calibrate import MIN_HELD_OUT, CalibrationError, ece, fit_temperature, on_probs, on_validation
 
 
 def _overconfident(n=6000, positions=4, classes=10, sharpen=2.0, seed=1):
@@ -66,6 +66,17 @@ def test_calibration_at_training_time_is_fitted_on_the_validation_set(capsys):
     assert on_validation(Model(), meta, np.zeros((2000, 8, 8, 1), np.uint8), ["zzzz"] * 2000) is None
     assert "confidence left uncalibrated: cannot fit a temperature: all 2000 answers are wrong" in \
         capsys.readouterr().err
+
+
+def test_too_few_held_out_captchas_leave_a_model_uncalibrated(capsys):
+    """A site model trained on a few dozen labelled captchas validates on a handful: no fit on those."""
+    probs, right = _overconfident(n=MIN_HELD_OUT - 1, classes=6)
+    from captchalens.contract import ModelMeta
+
+    meta = ModelMeta(name="m", charset="abcdef", input_height=8, input_width=8, input_channels=1,
+                     decoding="fixed", output_shape=[4, 6], length=4)
+    assert on_probs(probs, meta, ["abcd"] * len(probs)) is None
+    assert f"{MIN_HELD_OUT - 1} held-out captchas are too few" in capsys.readouterr().err
 
 
 @pytest.fixture()

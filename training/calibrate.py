@@ -45,6 +45,7 @@ from captchalens.decode import confidence
 # (777_00x) and by bench/confidence.py (515_151+).
 FRESH_SEED = 919_191
 FRESH_N = 8000  # fresh captchas per calibration (~40 wrong answers for a 99.5% reader)
+MIN_HELD_OUT = 50  # fewer validation captchas than this at the end of training: left uncalibrated
 BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)  # reliability bins
 _EPS = 1e-12  # confidences are clipped to [eps, 1-eps] inside the log loss
 
@@ -145,11 +146,21 @@ def fit_answers(probs: np.ndarray, meta, texts: list[str]) -> Fit:
 
 def on_validation(model, meta, x_va: np.ndarray, t_va: list[str]) -> dict | None:
     """At the end of training: fit on the validation set (uint8 model inputs, as
-    training/train.py keeps them) and return the `calibration` record; None, with a
-    note on stderr, when it cannot be fitted (e.g. a tiny run reads every one wrong)."""
-    probs = model.predict(x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0)
+    training/train.py keeps them) and return the `calibration` record (see on_probs)."""
+    return on_probs(model.predict(x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0), meta, t_va)
+
+
+def on_probs(probs: np.ndarray, meta, texts: list[str]) -> dict | None:
+    """The `calibration` record fitted on held-out outputs and their true texts; None, with a note
+    on stderr, when it cannot be fitted (fewer than MIN_HELD_OUT captchas, or every one read right
+    or every one wrong, as a tiny run may)."""
+    if len(texts) < MIN_HELD_OUT:
+        print(f"captchalens: note: confidence left uncalibrated: {len(texts)} held-out captchas are too few "
+              f"to fit it (at least {MIN_HELD_OUT}); later: captchalens calibrate MODEL --data FOLDER",
+              file=sys.stderr)
+        return None
     try:
-        fit = fit_answers(probs, meta, t_va)
+        fit = fit_answers(probs, meta, texts)
     except CalibrationError as e:
         print(f"captchalens: note: confidence left uncalibrated: {e}", file=sys.stderr)
         return None

@@ -624,6 +624,9 @@ def retrain(cfg: RetrainConfig):
     }
     meta.metrics = {"val_captcha_acc": round(right / len(t_va), 5), "val_char_acc": round(char_acc, 5),
                     "val_n": int(len(t_va))}
+    from .calibrate import on_probs
+
+    meta.calibration = on_probs(probs, meta, t_va)  # "N% sure" means N% right
     if dist is not None:
         batches = distribute.plan_batches(dist, sched["batch"], sched["lr"], len(tr))
         meta.trained_on.update(batch_size=batches.global_batch, lr=batches.lr,
