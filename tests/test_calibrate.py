@@ -141,3 +141,18 @@ def test_ece_is_zero_for_a_perfectly_calibrated_bin():
     right = np.arange(100) < 75
     assert ece(conf, right) == pytest.approx(0.0)
     assert confidence(np.array([[[0.5, 0.25, 0.25]]]), 1.0)[0] == 0.5
+
+
+def test_a_person_reads_the_confidence_rounded_down():
+    """percentSure (extension/shared/constants.js), what the note, the page's messages and the popup
+    show: 99.9% right is "99% sure", never "100% sure" unless it is 1; 0.29 is 29, not 28."""
+    import subprocess
+
+    from captchalens.paths import checkout
+
+    constants = checkout() / "extension" / "shared" / "constants.js"
+    script = (f"require('vm').runInThisContext(require('fs').readFileSync({json.dumps(str(constants))}, 'utf8'));"
+              "console.log(JSON.stringify([0.999, 0.9, 0.29, 1, 0, 0.62, -1, 2, NaN, '0.5'].map(percentSure)));")
+    out = subprocess.run([shutil.which("node"), "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [99, 90, 29, 100, 0, 62, 0, 100, 0, 50]
