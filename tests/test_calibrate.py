@@ -156,3 +156,21 @@ def test_a_person_reads_the_confidence_rounded_down():
     out = subprocess.run([shutil.which("node"), "-e", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [99, 90, 29, 100, 0, 62, 0, 100, 0, 50]
+
+
+def test_fresh_captchas_follow_a_models_training_mix_of_rendered_and_generated(default_copy):
+    """The general reader trained on 80% rendered captchas: it is calibrated on that mix, not on
+    `captcha`-package captchas only (which would fit its temperature to a fifth of what it reads)."""
+    from captchalens.training.calibrate import fresh_captchas
+    from captchalens.training.generate import generate, trained_spec
+    from captchalens.training.render import RenderSpec
+
+    meta = load_meta(default_copy)
+    plain, _ = fresh_captchas(meta, 10, seed=5, workers=1)
+    assert len(plain) == 10
+    meta.trained_on["shares"] = {"captcha 0.7.1": 0.2, "captchalens render (mix)": 0.8}
+    images, texts = fresh_captchas(meta, 10, seed=5, workers=1)
+    spec = trained_spec(meta)
+    rendered = RenderSpec(min_length=spec.min_length, max_length=spec.max_length)
+    want = generate(spec, 2, 5, workers=1, progress=False)[1] + generate(rendered, 8, 6, workers=1, progress=False)[1]
+    assert texts == want and len(images) == 10

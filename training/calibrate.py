@@ -168,15 +168,30 @@ def on_probs(probs: np.ndarray, meta, texts: list[str]) -> dict | None:
     return fit.record(f"the validation set: {fit.n} captchas held out from training")
 
 
+def render_share(meta) -> float:
+    """The share of rendered captchas (training/render.py) in a model's training mix."""
+    shares = meta.trained_on.get("shares") or {} if isinstance(meta.trained_on, dict) else {}
+    return float(sum(v for k, v in shares.items() if "render" in k))
+
+
 def fresh_captchas(meta, n: int, seed: int, workers: int | None = None):
-    """n fresh captchas like those a generated model trained on (its recorded scheme)."""
+    """n fresh captchas like those a generated model trained on: its recorded `captcha`-package
+    scheme, and rendered ones in the share it trained on (the general reader's mix)."""
     from .generate import generate, trained_spec
 
     spec = trained_spec(meta)
     if spec is None:
         raise CalibrationError(f"model {meta.name!r} was not trained on generated captchas: "
                                f"calibrate it on labelled captchas it did not train on (--data FOLDER)")
-    return generate(spec, n, seed, workers=workers, progress=False)
+    n_render = round(n * render_share(meta))
+    images, texts = generate(spec, n - n_render, seed, workers=workers, progress=False)
+    if n_render:
+        from .render import RenderSpec
+
+        rendered = RenderSpec(min_length=spec.min_length, max_length=spec.max_length)
+        more, more_texts = generate(rendered, n_render, seed + 1, workers=workers, progress=False)
+        images, texts = images + more, texts + more_texts
+    return images, texts
 
 
 def calibrate_model(model_dir, data: str | None = None, n: int = FRESH_N, seed: int = FRESH_SEED,
@@ -194,11 +209,9 @@ def calibrate_model(model_dir, data: str | None = None, n: int = FRESH_N, seed: 
         where = f"{report.used} labelled captchas of {Path(data).name}/"
     else:
         images, texts = fresh_captchas(meta, n, seed, workers)
-        shares = meta.trained_on.get("shares") or {}
-        if any("render" in k for k in shares):
-            print("captchalens: note: this model also trained on rendered captchas; its calibration "
-                  "uses captcha-package ones only", file=sys.stderr)
-        where = f"{n} fresh generated captchas (seed {seed}) like those it trained on"
+        share = render_share(meta)
+        mix = f", {share:.0%} of them rendered as in its training mix" if share else ""
+        where = f"{n} fresh generated captchas (seed {seed}) like those it trained on{mix}"
     fit = fit_answers(solver.probs(images), meta, texts)
     meta.calibration = fit.record(where)
     meta.validate().save(solver.model_dir)
