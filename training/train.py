@@ -20,13 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
+# Everything a run needs is imported here, up front, not lazily: a long run must not pick up
+# files changed under it (an import at the end of the first epoch once read a newer decode.py
+# than the ModelMeta loaded at the start, and 25 minutes of training were lost).
 from captchalens._tf import keras, tf
 from captchalens.contract import KERAS_FILE, ModelMeta
+from captchalens.decode import decode
 from captchalens.files import replace_dir
+from captchalens.tflite import TFLITE_FILE, export_tflite
 
 from . import distribute, networks
+from .augment import make_augment
+from .calibrate import on_validation
 from .config import TrainConfig
+from .evaluate import record_fresh_metrics
 from .generate import GenSpec, cached, spec_record
+from .render import RenderSpec, font_key
 
 
 def make_meta(cfg: TrainConfig) -> ModelMeta:
@@ -73,8 +82,6 @@ class CtcValidation(keras.callbacks.Callback):
         self.meta, self.x_va, self.t_va = meta, x_va, t_va
 
     def on_epoch_end(self, epoch, logs=None):
-        from captchalens.decode import decode
-
         probs = self.model.predict(self.x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0)
         answers = [t for t, _ in decode(probs, self.meta)]
         if logs is not None:
@@ -198,8 +205,6 @@ def save_model(model, meta: ModelMeta, out: str | os.PathLike, extra_files: dict
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "HDF5 is legacy": it is what the tfjs converter reads
             model.save(tmp / KERAS_FILE, include_optimizer=False)
-        from captchalens.tflite import TFLITE_FILE, export_tflite
-
         export_tflite(model, meta, tmp / TFLITE_FILE)  # the single-captcha fast path
         meta.files = {**meta.files, "keras": KERAS_FILE, "tflite": TFLITE_FILE}
         meta.params = int(model.count_params())
@@ -239,16 +244,12 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     work = Path(cfg.work_dir or str(Path(cfg.out).resolve()) + ".work").resolve()
     augment = None
     if cfg.augment:
-        from .augment import make_augment
-
         augment = make_augment()
     hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work, augment=augment, t_va=t_va, dist=dist,
                n_train=cfg.train_size)
     train_s = time.time() - t0 - gen_s
     sources = {"captcha package 0.7.1 (generated)": 1.0 - cfg.render_share}
     if cfg.render_share:
-        from .render import RenderSpec
-
         sources[f"captchalens render ({RenderSpec().scheme})"] = cfg.render_share
     meta.trained_on = {
         "source": " + ".join(k for k, v in sources.items() if v),
@@ -260,8 +261,6 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
         "generate_seconds": round(gen_s, 1), "train_seconds": round(train_s, 1),
     }
     if cfg.render_share:
-        from .render import RenderSpec, font_key
-
         meta.trained_on["render"] = {**RenderSpec().describe(), "font_families": font_key()}
     if base is not None:
         meta.trained_on["base"] = base
@@ -276,13 +275,9 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     if model is None:  # a cluster's non-chief worker: the chief writes the model
         distribute.barrier(dist)
         return None, meta
-    from .calibrate import on_validation
-
     meta.calibration = on_validation(model, meta, x_va, t_va)  # "N% sure" means N% right
     path = save_model(model, meta, cfg.out, {"curves.png": work / "curves.png", "log.csv": work / "log.csv"})
     if cfg.fresh_eval:
-        from .evaluate import record_fresh_metrics
-
         meta.metrics = record_fresh_metrics(path, cfg.fresh_eval, workers=cfg.workers)
     distribute.barrier(dist)  # the other workers leave once the model is written
     return path, meta
@@ -331,8 +326,6 @@ def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: Mode
     x, texts = cached(spec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
     if not n_render:
         return x, texts
-    from .render import RenderSpec
-
     rspec = RenderSpec(min_length=spec.min_length, max_length=spec.max_length)
     first, count = distribute.shard_range(dist, n_render)
     xr, tr = cached(rspec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
