@@ -10,7 +10,7 @@ from PIL import Image
 from captchalens._tf import keras, tf
 from captchalens.contract import ContractError, load_meta
 from captchalens.solver import Solver
-from captchalens.training import cli, models
+from captchalens.training import cli, networks
 from captchalens.training.augment import AugmentSpec, make_augment
 from captchalens.training.folder import DataError
 from captchalens.training.generate import GenSpec, draw
@@ -106,7 +106,7 @@ def test_fine_tuning_copies_the_trunk_and_never_a_head_for_another_charset(tiny_
     base = keras.models.load_model(tiny_model / "model.h5", compile=False)
     images = [np.zeros((50, 200, 4), np.uint8)]
     p = plan(RetrainConfig(data="", out="", arch="small"), images, ["abcde", "bcdef"])
-    model = models.build("small", make_meta(p, "x"), width=0.25)
+    model = networks.build("small", make_meta(p, "x"), width=0.25)
     copied = transfer(model, base)
     assert "stem" in copied and "collapse_bn" in copied and "logits" not in copied
     assert all(np.array_equal(a, b) for a, b in zip(model.get_layer("sep3a").get_weights(),
@@ -278,11 +278,11 @@ def test_the_classifier_starts_as_the_base_restricted_to_the_site_charset(tiny_g
     images = [np.zeros((50, 160, 4), np.uint8)]
     p = plan(RetrainConfig(data="", out="", arch="general"), images, ["p3q4", "q43p"])
     meta = make_meta(p, "site")
-    model = models.build("general", meta, width=0.5)
+    model = networks.build("general", meta, width=0.5)
     copied = transfer(model, base, charsets=(bmeta.charset, meta.charset))
     assert "context2" in copied and any(c.startswith("logits") for c in copied)
     # The base at the site's input width (its layers do not depend on the width) reads the same columns.
-    wide = models.build("general", replace(bmeta, input_width=meta.input_width,
+    wide = networks.build("general", replace(bmeta, input_width=meta.input_width,
                                            output_shape=[meta.input_width // 4, len(bmeta.charset) + 1]), width=0.5)
     wide.set_weights(base.get_weights())
     x = np.random.default_rng(1).random((3, 48, meta.input_width, 1), np.float32)
