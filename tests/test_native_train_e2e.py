@@ -79,17 +79,24 @@ def home(module_home):
 
 
 @pytest.fixture(scope="module")
-def browser(home, tmp_path_factory):
+def playwright(home):
+    """Started after $CAPTCHALENS_TRAIN_ARGS is set: the browsers it launches (and the native hosts
+    they start) get the environment of its driver process."""
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, home, tmp_path_factory):
     from support_host import extension_with_native_granted
 
     ext_dir = extension_with_native_granted(tmp_path_factory.mktemp("ext") / "extension")
     profile = tmp_path_factory.mktemp("chromium") / "profile"
     profile.mkdir()
     sb.captchalens_cli("native", "install", "--profile-dir", str(profile))
-    with sync_playwright() as p:
-        b = Browser(p, profile, ext_dir)
-        yield b
-        b.ctx.close()
+    b = Browser(playwright, profile, ext_dir)
+    yield b
+    b.ctx.close()
 
 
 def host_starts(home: Path) -> int:
@@ -317,6 +324,54 @@ def test_retrain_goes_on_from_the_previous_version_and_installs_it_again(browser
         result = solve_here(b, server, page, "/p0", "/c0.png")
     assert result["ok"] and result["source"] == "browser" and result["model"] == SITE, result  # engine "host"
     assert result["text"] == Solver(home / "models" / SITE).solve_pixels([rgba])[0].text
+
+
+def test_over_http_with_native_messaging_off_the_same_page_trains_and_installs(playwright, tmp_path, monkeypatch):
+    """The extension as shipped (native messaging not turned on) and a `captchalens serve` host whose
+    token the user pasted: the table, Train and the install go over HTTP (model_files in chunks);
+    the options page is closed while the job runs, and the background's alarm installs the model."""
+    from captchalens.solver import default_model_dir
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", TINY)
+    add_samples(tmp_path / "home", "shop.example", 12)
+    add_samples(tmp_path / "home", "few.example", 3)
+    token = "train-e2e-http-token-" + "x" * 32
+    with sb.local_host(default_model_dir(), sb.EXTENSION_DIR, TOKEN=token) as url:
+        b = Browser(playwright, tmp_path / "profile", sb.EXTENSION_DIR)
+        try:
+            options = b.options()
+            options.fill("#hostUrl", url)
+            options.locator("#hostUrl").dispatch_event("change")
+            sb.wait_storage(b.sw, {"hostUrl": url})
+            options.fill("#token", token)  # what `captchalens token` prints
+            options.locator("#token").dispatch_event("change")
+            expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+            expect(options.locator("#nativeStatus")).to_have_text("Off: solving uses the local host over HTTP.")
+            options.reload()
+            expect(site_row(options, "few.example").locator("button[data-cl=train]")).to_be_disabled()
+            row = site_row(options, "shop.example")
+            expect(row.locator("td[data-cl=count]")).to_have_text("12")
+            row.locator("button[data-cl=train]").click()
+            expect(options.locator("#trainJob")).to_be_visible()
+            options.close()  # nobody polls the job now but the background's alarm, which installs it
+            record = b.sw.evaluate("""(timeoutMs) => new Promise((resolve) => {
+                const timer = setTimeout(() => resolve(null), timeoutMs);
+                async function check() {
+                    const m = ((await chrome.storage.local.get('siteModels')).siteModels || {})['shop.example'];
+                    if (m) { clearTimeout(timer); chrome.storage.onChanged.removeListener(check); resolve(m); }
+                }
+                chrome.storage.onChanged.addListener(check);
+                check();
+            })""", JOB_S * 1000)
+            assert record and record["version"] == 1, sb.get_storage(b.sw)
+            options = b.options()
+            expect(site_row(options, "shop.example").locator("[data-cl=installed]")).to_have_text(
+                "shop.example, version 1, in your browser", timeout=30000)
+            assert record["bytes"] == sum(f.stat().st_size for f in (tmp_path / "home" / "tfjs" / "shop.example").iterdir())
+        finally:
+            b.ctx.close()
+    assert not (tmp_path / "home" / "native-host.log").exists()  # the native host never started
 
 
 @pytest.fixture(params=["http", "native"])

@@ -9,7 +9,7 @@
 /* global MESSAGE, MENU_IMAGE, MENU_PAGE, SAMPLE_ALARM, solveFromMenu, solveActiveTab, autoSolveFromPage,
           takeCorrection, forgetSolve, flushSampleQueue, queuedSampleCount, hostHealth, hostModels,
           hostPairStart, hostPairConfirm, hostPaired, hostSetToken, syncAutoSolveScripts, readModelIndex, loadSettings,
-          tfAvailable, nativeStatus, trainSites, trainStart, trainStatus, trainCancel */
+          tfAvailable, nativeStatus, trainSites, trainStart, trainStatus, trainCancel, watchTrainJob, TRAIN_ALARM */
 
 // TF.js first: without it (vendor/ missing) the extension still works through the local host.
 try {
@@ -248,6 +248,8 @@ chrome.tabs.onRemoved.addListener((tabId) => {
 chrome.alarms.onAlarm.addListener((alarm) => {
   if (alarm.name === SAMPLE_ALARM) {
     flushSampleQueue();
+  } else if (alarm.name === TRAIN_ALARM) {
+    watchTrainJob().catch((e) => console.warn(`CaptchaLens: the train job was not followed: ${e.message}`));
   }
 });
 

@@ -9,11 +9,13 @@
  *   trainCancel(id)
  *
  * The options page polls trainStatus while a job runs: every poll is a request, so the native
- * port (closed after 10 idle minutes, which ends the host and its job) stays open. Requests go
- * through native messaging when it is on, else HTTP (the same operations, service.py).
+ * port (closed after 10 idle minutes, which ends the host and its job) stays open. When the page
+ * is closed, an alarm (TRAIN_ALARM, every 30 s) polls instead, and installs the model when the job
+ * is done. Requests go through native messaging when it is on, else HTTP (the same operations,
+ * service.py).
  */
 /* global preferNative, hostRequest, base64ToBytes, readSiteModels, installSiteModel, readSites, STATE_KEYS */
-/* exported trainSites, trainStart, trainStatus, trainCancel */
+/* exported trainSites, trainStart, trainStatus, trainCancel, watchTrainJob, TRAIN_ALARM */
 
 /** Job phases in which it still runs (native_host/jobs.py ACTIVE). */
 const JOB_ACTIVE = ['reading', 'training', 'converting', 'installing'];
@@ -21,6 +23,11 @@ const JOB_ACTIVE = ['reading', 'training', 'converting', 'installing'];
 const SITE_MODEL_MAX_BYTES = 64 * 1024 * 1024;
 /** Model files may take longer than the default request (HTTP): they are up to 512 KB a chunk. */
 const MODEL_FILES_TIMEOUT_MS = 30000;
+
+/** Alarm polling the running job while no options page does (and installing its model). */
+const TRAIN_ALARM = 'captchalens-train-job';
+/** chrome.storage.local key: the id of the job the alarm follows. */
+const TRAIN_JOB_KEY = 'trainJob';
 
 /** The HTTP route of each train operation, for when native messaging is off. */
 const TRAIN_HTTP = Object.freeze({
@@ -168,10 +175,37 @@ async function trainStart(site, fromPrevious) {
   if (typeof site !== 'string' || !site) {
     return { ok: false, error: 'Name the site to train a model for.' };
   }
+  let job;
   try {
-    return { ok: true, job: await trainOp('train_start', { site, from_previous: Boolean(fromPrevious) }) };
+    job = await trainOp('train_start', { site, from_previous: Boolean(fromPrevious) });
   } catch (e) {
     return { ok: false, error: e.message };
+  }
+  await chrome.storage.local.set({ [TRAIN_JOB_KEY]: job.id });
+  await chrome.alarms.create(TRAIN_ALARM, { periodInMinutes: 0.5 });
+  return { ok: true, job };
+}
+
+/**
+ * The alarm: poll the job started here until it ends (each poll keeps the native host, and so the
+ * job, alive), then install its model and stop.
+ * @returns {Promise<void>}
+ */
+async function watchTrainJob() {
+  const id = (await chrome.storage.local.get(TRAIN_JOB_KEY))[TRAIN_JOB_KEY];
+  let job = null;
+  if (typeof id === 'string' && id) {
+    try {
+      job = await withInstall(await trainOp('train_status', { id }));
+    } catch (e) {
+      if (e.down) {
+        return; // the host is away for now: ask again at the next alarm
+      }
+    }
+  }
+  if (!job || !JOB_ACTIVE.includes(job.phase)) {
+    await chrome.alarms.clear(TRAIN_ALARM);
+    await chrome.storage.local.remove(TRAIN_JOB_KEY);
   }
 }
 
