@@ -141,7 +141,7 @@ def test_corrections_then_train_from_the_options_page_then_the_site_is_read_in_t
         page = b.ctx.new_page()
         for i, (_, label, _) in enumerate(captchas[:MIN_SAMPLES]):
             result = solve_here(b, server, page, f"/p{i}", f"/c{i}.png")
-            assert result["ok"] and result["source"] == "host" and result["model"] == "default", result
+            assert result["ok"] and result["source"] == "host" and result["model"] != SITE, result  # a shipped reader
             note = sb.note_seen(sb.note_frame(page, result["solveId"]))
             note.locator("[data-cl=correct-input]").fill(label)
             note.locator("[data-cl=correct-send]").click()
