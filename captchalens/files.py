@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -40,6 +41,25 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, mode: int = 0o644):
+    """For writers that want a file name (np.savez, savefig, a TFLite export): yields a temp
+    path beside `path`, unique to this call and ending in the same suffix, and renames it onto
+    `path` when the block ends without an error (else removes it). Two processes writing the
+    same file at once (the workers of a cluster filling one cache) both succeed; the file
+    is one writer's whole output."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import replacing
+
 TFLITE_FILE = "model.tflite"
 
 
@@ -122,13 +124,8 @@ def add_tflite(model_dir: str | os.PathLike) -> Path:
     model_dir = Path(model_dir)
     meta = load_meta(model_dir)
     model = load_keras(model_dir / meta.files.get("keras", KERAS_FILE))
-    tmp = model_dir / f".{TFLITE_FILE}.tmp"
-    try:
+    with replacing(model_dir / TFLITE_FILE) as tmp:
         export_tflite(model, meta, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, model_dir / TFLITE_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
     meta.files = {**meta.files, "tflite": TFLITE_FILE}
     meta.save(model_dir)
     return model_dir / TFLITE_FILE

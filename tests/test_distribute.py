@@ -156,7 +156,7 @@ def test_a_killed_worker_restarted_resumes_the_run_from_the_checkpoint(tmp_path)
     csv_path = tmp_path / "dist.work" / "log.csv"
     deadline = time.time() + RUN_TIMEOUT
     while not (csv_path.is_file() and len(csv_path.read_text().splitlines()) >= 2):  # epoch 0 is done
-        assert time.time() < deadline and procs[1].poll() is None, logs[0].read_text()
+        assert time.time() < deadline and procs[1].poll() is None, [p.read_text() for p in logs[:2]]
         time.sleep(0.1)
     procs[1].kill()  # worker 1 dies mid-run
     procs[1].wait()

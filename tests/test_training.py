@@ -1,15 +1,17 @@
 """Training end to end in a temp folder: train -> save -> load -> solve,
 an interrupted run resumes, and a crash never leaves half a model."""
 import csv
+import threading
 
 import numpy as np
 import pytest
 
 from captchalens._tf import keras
-from captchalens.contract import KERAS_FILE, META_FILE, load_meta
+from captchalens.contract import KERAS_FILE, META_FILE, ModelMeta, load_meta
 from captchalens.solver import Solver
 from captchalens.training import networks
-from captchalens.training.generate import GenSpec, draw, generate
+from captchalens.training import generate as generate_module
+from captchalens.training.generate import GenSpec, cached, draw, generate
 from captchalens.training.train import TrainConfig, save_model, train_generated
 
 
@@ -31,6 +33,50 @@ def test_generation_is_seeded_and_independent_of_workers():
     assert a_txt == b_txt and all(np.array_equal(x, y) for x, y in zip(a_img, b_img))
     assert a_txt != c_txt
     assert len({im.shape for im in a_img}) > 1  # random sizes really vary
+
+
+def test_two_processes_filling_the_same_cache_file_at_once_both_get_it(tmp_path, monkeypatch):
+    # The workers of a cluster generate the same validation set into one cache at the same
+    # moment (CI once lost a worker to a shared temp name: FileNotFoundError on the rename).
+    spec = GenSpec()
+    meta = ModelMeta(name="c", charset=spec.charset, input_height=20, input_width=40, input_channels=1,
+                     decoding="ctc_greedy", output_shape=[10, len(spec.charset) + 1])
+    both_generated = threading.Barrier(2, timeout=30)
+
+    def generate_then_wait(spec, n, seed, meta, **kw):  # each writer's own pixels, to tell them apart
+        mine = np.full((n, meta.input_height, meta.input_width, 1), threading.get_ident() % 251, np.uint8)
+        both_generated.wait()  # neither writes before both have generated
+        return mine, [f"t{i}" for i in range(n)]
+
+    both_written = threading.Barrier(2, timeout=30)
+    real_savez = np.savez
+
+    def savez_then_wait(*args, **kw):
+        real_savez(*args, **kw)
+        both_written.wait()  # neither renames before both have written
+
+    monkeypatch.setattr(generate_module, "generate", generate_then_wait)
+    monkeypatch.setattr(np, "savez", savez_then_wait)
+    got, errors = [], []
+
+    def worker():
+        try:
+            got.append(cached(spec, 6, 3, meta, tmp_path, workers=1, progress=False))
+        except Exception as e:  # noqa: BLE001 - the test reports whatever a writer raised
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(got) == 2
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].endswith(".npz")  # one cache file, no temp left behind
+    monkeypatch.undo()
+    x, texts = cached(spec, 6, 3, meta, tmp_path, workers=1, progress=False)  # read from the file
+    assert texts == got[0][1]
+    assert any(np.array_equal(x, g[0]) for g in got)  # one writer's whole output
 
 
 class _Crash(keras.callbacks.Callback):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens.files import replacing
+
 DEFAULT_CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -222,7 +224,6 @@ def cached(spec: GenSpec, n: int, seed: int, meta, cache_dir: str | os.PathLike 
             return z["x"], [str(t) for t in z["texts"]]
     x, texts = generate(spec, n, seed, meta, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, x=x, texts=np.array(texts))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # cluster workers fill the same validation file at once
+        np.savez(tmp, x=x, texts=np.array(texts))
     return x, texts

@@ -26,7 +26,7 @@ import numpy as np
 from captchalens._tf import keras, tf
 from captchalens.contract import KERAS_FILE, ModelMeta
 from captchalens.decode import decode
-from captchalens.files import replace_dir
+from captchalens.files import replace_dir, replacing
 from captchalens.tflite import TFLITE_FILE, export_tflite
 
 from . import distribute, networks
@@ -129,10 +129,9 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with replacing(png_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, augment=None):
