@@ -151,13 +151,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="label-curve-"))
     results_path = RESULTS / "label_curve.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    results.setdefault("runs", {})
+    runs = results.setdefault("runs", {}).setdefault(base.name, {})  # one curve per starting model
     try:
         for name, (test, pool, pool_dir) in datasets(work, only).items():
-            row = results["runs"].setdefault(name, {})
+            row = runs.setdefault(name, {})
             if not args.no_ddddocr:
-                row["ddddocr"] = ddddocr_zero_shot(test)
-                print(name, "ddddocr", row["ddddocr"], flush=True)
+                results.setdefault("ddddocr", {})[name] = ddddocr_zero_shot(test)
+                print(name, "ddddocr", results["ddddocr"][name], flush=True)
             for n in sizes:
                 t0 = time.time()
                 if n == 0:
@@ -172,7 +172,6 @@ def main() -> int:
                     row[str(n)] = {**read_test(out, test), "seconds": round(time.time() - t0, 1)}
                 print(name, n, {k: v for k, v in row[str(n)].items() if k != "examples"}, flush=True)
                 results["cpu"] = cpu()
-                results["base"] = str(base.name)
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         if not args.keep:
@@ -182,31 +181,32 @@ def main() -> int:
 
 
 def write_report(results: dict) -> None:
-    runs = results["runs"]
-    sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
-    head = "| data set | ddddocr zero-shot | " + " | ".join(
-        "general zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |"
     lines = [
         "## Label curve (bench/label_curve.py)", "",
-        f"CPU: {results.get('cpu', '?')}. Reader: `{results.get('base', 'general')}`. Whole-captcha accuracy on "
-        "test captchas never labelled, ignoring case (exact in brackets); N labels = `captchalens train "
-        "--data` with its defaults on N labelled captchas.", "",
-        head, "|" + "---|" * (2 + len(sizes))]
-    for name, row in runs.items():
-        cells = []
-        d = row.get("ddddocr")
-        cells.append(f"{100 * d['nocase']:.1f}% ({100 * d['exact']:.1f}%)" if d and "nocase" in d else "—")
-        for n in sizes:
-            r = row.get(str(n))
-            if not r or "nocase" not in r:
-                cells.append("—" if not r else r.get("error", "—"))
-            else:
-                cells.append(f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Train time per run (s): " + "; ".join(
-        f"{name}: " + ", ".join(f"{n}→{row[str(n)].get('seconds')}" for n in sizes if str(n) in row and n)
-        for name, row in runs.items())]
-    (RESULTS / "label_curve.md").write_text("\n".join(lines) + "\n")
+        f"CPU: {results.get('cpu', '?')}. Whole-captcha accuracy on test captchas never labelled, ignoring "
+        "case (exact in brackets). Zero-shot = the starting model as it is; N labels = `captchalens train "
+        "--data` with its defaults on N labelled captchas, fine-tuning that model (`--base`).", ""]
+    dddd = results.get("ddddocr", {})
+    for base, runs in results["runs"].items():
+        sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
+        lines += [f"Starting from `{base}`:", "",
+                  "| data set | ddddocr zero-shot | " + " | ".join(
+                      "zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |",
+                  "|" + "---|" * (2 + len(sizes))]
+        for name, row in runs.items():
+            d = dddd.get(name)
+            cells = [f"{100 * d['nocase']:.1f}% ({100 * d['exact']:.1f}%)" if d and "nocase" in d else "—"]
+            for n in sizes:
+                r = row.get(str(n))
+                if not r or "nocase" not in r:
+                    cells.append("—" if not r else r.get("error", "—"))
+                else:
+                    cells.append(f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "Train time per run (s): " + "; ".join(
+            f"{name}: " + ", ".join(f"{n}→{row[str(n)].get('seconds')}" for n in sizes if str(n) in row and n)
+            for name, row in runs.items()), ""]
+    (RESULTS / "label_curve.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
