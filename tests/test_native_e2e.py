@@ -107,6 +107,10 @@ def test_right_click_is_solved_through_native_messaging_with_no_http_host(browse
         assert result["ok"] and result["source"] == "host", result
         assert result["text"] == want
         expect(page.locator("#answer")).to_have_value(want)
+        # The host's automatic reader answered (default when sure, else general): like the
+        # browser's, it is not pinned to the site, whose next captcha it reads afresh.
+        assert result["model"] == "auto", result
+        assert sb.get_storage(sw, "sites")["sites"]["127.0.0.1"]["model"] == ""
 
         # A correction goes to the native host's samples: no pairing, no token.
         right = "ab12" if want != "ab12" else "cd34"

@@ -5,7 +5,7 @@ Python solver (TensorFlow) and through the extension's own engine
 (extension/lib/engine.js on TF.js, wasm backend, in Node) over the converted
 model: every answer must be the same string and no probability may differ by
 more than 1e-4.  Run for a fixed-length model (the shipped default once it
-exists, else a tiny one) and for a CTC model.
+exists, else a tiny one), for a CTC model and for the shipped general reader.
 """
 from __future__ import annotations
 
@@ -87,6 +87,17 @@ def test_fixed_length_model_gives_the_same_answers_in_tfjs(fixed_model, captchas
 def test_ctc_model_gives_the_same_answers_in_tfjs(ctc_model, captchas):
     assert load_meta(ctc_model).decoding == "ctc_greedy"
     _compare(ctc_model, captchas)
+
+
+def test_the_shipped_general_reader_gives_the_same_answers_in_tfjs(captchas):
+    """The general reader (CTC over 0-9A-Za-z) on the same captchas plus 200 of its own mix."""
+    from captchalens.paths import GENERAL_MODEL
+    from captchalens.training.render import RenderSpec
+
+    images, texts = generate(RenderSpec(), 200, seed=20261202, workers=1, progress=False)
+    answers = _compare(GENERAL_MODEL, (captchas[0] + images, captchas[1] + texts))
+    nocase = sum(a.lower() == t.lower() for (a, _), t in zip(answers, captchas[1])) / len(captchas[1])
+    assert nocase > 0.5  # real answers (it reads about 3 in 4 of these captcha-package captchas)
 
 
 def _node(script: str) -> dict:

@@ -2,6 +2,7 @@
 a model out — the scheme read from the labels, and every bad folder named."""
 import argparse
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -88,13 +89,31 @@ def test_fixed_length_heads_fine_tuned_from_a_base_model(tmp_path, tiny_model, c
     assert len(Solver(out).solve_files([next((tmp_path / "mine").iterdir())])[0].text) == 5
 
 
-def test_with_no_flags_the_shipped_default_model_is_fine_tuned(tmp_path, default_model_dir, capsys):
+def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys):
+    from captchalens.paths import GENERAL_MODEL
+
     write_captchas(tmp_path / "mine", 24, charset="pq34", length=(5, 5), size=(160, 50))
     assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
                        "--epochs", "1") == 0
     printed = capsys.readouterr().out
-    assert "start: fine-tuning the default model (default, its trunk; new output heads)" in printed
+    assert ("start: fine-tuning the general model (general, its trunk, and its classifier for the "
+            "characters in common)") in printed
     assert "decoding: CTC, 5 characters, 38 steps (--arch small for fixed-length heads)" in printed
+    before = re.search(r"start +validation +([0-9.]+)% \(before training\)", printed)
+    assert before and float(before.group(1)) > 0  # it reads some of them before any step: its classifier came along
+    meta = load_meta(tmp_path / "m")
+    assert meta.trained_on["init"]["base"] == str(GENERAL_MODEL) and meta.architecture == "general"
+    stem = Solver(GENERAL_MODEL).model.get_layer("stem").filters
+    assert meta.trained_on["width_mult"] == stem / 24  # the general reader's width, so every layer fits
+    assert meta.trained_on["init"]["layers_copied"] == 19  # every layer of the general architecture
+
+
+def test_fine_tuning_from_the_default_model_takes_its_trunk(tmp_path, default_model_dir, capsys):
+    write_captchas(tmp_path / "mine", 24, charset="pq34", length=(5, 5), size=(160, 50))
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--base", str(default_model_dir), "--epochs", "1") == 0
+    printed = capsys.readouterr().out
+    assert f"start: fine-tuning {default_model_dir} (default, its trunk; new output heads)" in printed
     meta = load_meta(tmp_path / "m")
     assert meta.trained_on["init"]["base"] == str(default_model_dir)
     stem = Solver(default_model_dir).model.get_layer("stem").filters

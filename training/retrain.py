@@ -208,7 +208,9 @@ class Init:
             self.copy_head = (b.charset == meta.charset and b.decoding == meta.decoding
                               and b.output_shape == meta.output_shape and b.lengths == meta.lengths
                               and b.input_width == meta.input_width and b.architecture == meta.architecture)
-            what = "every layer" if self.copy_head else "its trunk; new output heads"
+            what = ("every layer" if self.copy_head
+                    else "its trunk, and its classifier for the characters in common"  # transfer()
+                    if b.decoding == meta.decoding == "ctc_greedy" else "its trunk; new output heads")
             self.why = f"fine-tuning {self.why} ({b.name}, {what})"
         return self
 

@@ -9,7 +9,7 @@
  *   4. remember the site's image, and the input once the user accepts or picks it.
  * Every step reports a clear message in the page when it fails.
  */
-/* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, injectPage, callPage, pageAccessMessage,
+/* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, AUTO_NAME, injectPage, callPage, pageAccessMessage,
           imageLimits, rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
           rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf, siteModelFor, siteModelEntry */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
@@ -328,6 +328,9 @@ async function solvePixels(rgba, settings, modelName) {
   try {
     const host = await hostSolve(await pngBlob(rgba), modelName);
     const answer = { ok: true, text: String(host.text), confidence: Number(host.confidence), source: 'host', model: host.model || modelName };
+    if (answer.model === AUTO_NAME) {
+      answer.auto = true; // the host's automatic reader: like the browser's, never pinned to the site
+    }
     if (browserError) {
       answer.note = `Solved by the local host: ${browserError.message}`;
     }
