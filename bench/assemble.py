@@ -6,7 +6,7 @@ it measured; this only stitches them together in a fixed order.
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain"]
+ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain", "label_curve"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores, no

@@ -106,7 +106,7 @@ def tfjs_parity(model: Path, test_dir: Path, work: Path) -> dict:
         buf += struct.pack("<II", im.shape[1], im.shape[0]) + im.tobytes()
     pixels, answers = work / "pixels.bin", work / "answers.json"
     pixels.write_bytes(bytes(buf))
-    r = subprocess.run(["node", str(ROOT / "extension" / "node" / "solve.js"), "--model",
+    r = subprocess.run(["node", str(ROOT / "extension" / "node" / "node_solver.js"), "--model",
                         str(ext / model.name.lower()), "--input", str(pixels), "--output", str(answers)],
                        capture_output=True, text=True, timeout=600)
     if r.returncode:

@@ -7,7 +7,7 @@ So "auto" asks `default` first and keeps its answer when its confidence is at
 least `sure`; otherwise `general` answers.  The rule is data, written once in
 ``models/auto.json`` by ``python -m captchalens.training.auto_rule`` (which
 measures the threshold on fresh captchas) and copied by the converter into the
-extension's ``models/index.json``, where ``extension/background/models.js``
+extension's ``models/index.json``, where ``extension/background/model_store.js``
 applies the same comparison.
 
 This module is pure Python: the host and the CLI read the rule without

@@ -16,6 +16,9 @@ from PIL import Image, UnidentifiedImageError
 
 # The limits are the extension's too (extension/shared/image_limits.json, read by contract.py).
 from .contract import IMAGE_FORMATS as FORMATS  # only these decoders run: no EPS (Ghostscript) and the like
+# "PNG, JPEG, GIF, BMP and WebP": for messages
+FORMAT_NAMES = " and ".join(filter(None, [", ".join(f.replace("WEBP", "WebP") for f in FORMATS[:-1]),
+                                          FORMATS[-1].replace("WEBP", "WebP")]))
 from .contract import IMAGE_SUFFIXES, MAX_PIXELS, MAX_SIDE, image_size_problem  # noqa: F401 (re-exported)
 from .errors import UserError
 
@@ -105,8 +108,9 @@ def _open(data: bytes | str | os.PathLike, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image is too large to be a captcha (at most {MAX_SIDE}x{MAX_SIDE} "
                          f"and {MAX_PIXELS} pixels)") from None
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image (unknown or corrupt format; CaptchaLens reads "
+                         f"{FORMAT_NAMES})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{name}: not a readable image ({_why(e)})") from None
     w, h = im.size  # read from the header, before any pixel is decoded

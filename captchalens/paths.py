@@ -70,5 +70,5 @@ def node_modules() -> Path:
 
 
 def node_solver() -> Path:
-    """extension/node/solve.js: the extension's engine run in Node."""
-    return extension_dir() / "node" / "solve.js"
+    """extension/node/node_solver.js: the extension's engine run in Node."""
+    return extension_dir() / "node" / "node_solver.js"

@@ -18,7 +18,7 @@ import numpy as np
 
 from .contract import ContractError, ModelMeta, load_meta
 from .images import ImageError, list_images, read_rgba, to_rgba
-from .paths import DEFAULT_MODEL, GENERAL_MODEL, PACKAGE_MODELS, default_model_dir  # noqa: F401 - solver's API
+from .paths import default_model_dir
 
 BATCH = 256  # images per model call when solving many
 # Files read (and decoded) at a time when streaming (solve_stream, `captchalens solve`):

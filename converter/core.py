@@ -248,7 +248,7 @@ def write_index(models_out: str | os.PathLike, default: str = DEFAULT_NAME) -> P
 
     rule = load_rule()
     if rule is not None and rule.first in names and rule.then in names:
-        index["auto"] = rule.to_json()  # the reader for sites without a model: models.js applies it
+        index["auto"] = rule.to_json()  # the reader for sites without a model: model_store.js applies it
     path = models_out / INDEX_FILE
     models_out.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(index, indent=2) + "\n")

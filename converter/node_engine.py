@@ -1,7 +1,7 @@
 """The extension's own JS inference, run in Node (`captchalens solve --engine tfjs`, parity).
 
 Python decodes the images (captchalens.images.read_rgba, the same pixels the
-TF engine gets) and hands the RGBA bytes to extension/node/solve.js, which runs
+TF engine gets) and hands the RGBA bytes to extension/node/node_solver.js, which runs
 extension/lib/engine.js on TF.js (wasm backend) over the converted model.
 
 The converted model is the TF.js copy of the Keras model folder: the one in
@@ -37,7 +37,7 @@ class NodeError(UserError):
 
 
 def pack_rgba(images: list[np.ndarray]) -> bytes:
-    """RGBA uint8 arrays -> solve.js input: count, then (width, height, bytes) per image."""
+    """RGBA uint8 arrays -> node_solver.js input: count, then (width, height, bytes) per image."""
     parts = [struct.pack("<I", len(images))]
     for im in images:
         im = np.ascontiguousarray(im, np.uint8)
@@ -86,7 +86,7 @@ def converted_model(model_dir: str | os.PathLike | None = None,
 
 def run_node(model: str | os.PathLike, images: list[np.ndarray], probs: bool = True,
              backend: str = "wasm") -> dict:
-    """Run extension/node/solve.js on RGBA images; returns its JSON output."""
+    """Run extension/node/node_solver.js on RGBA images; returns its JSON output."""
     node = shutil.which("node")
     if node is None:
         raise NodeError("Node.js is not installed (`node` is not on PATH): `--engine tfjs` runs the "

@@ -55,7 +55,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         reload_interval=app.config["RELOAD_INTERVAL"], sample_limits=app.config["SAMPLE_LIMITS"],
         token=app.config["TOKEN"])
 
-    from . import api
+    from . import routes
 
-    app.register_blueprint(api.bp)
+    app.register_blueprint(routes.bp)
     return app

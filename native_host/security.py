@@ -260,8 +260,8 @@ class Pairing:
                 raise PairingError(403, f"wrong pairing code: {left} {'try' if left == 1 else 'tries'} "
                                         f"left for this code")
             self._end(f"the pairing code was void after {PAIR_CODE_TRIES} wrong tries")
-            raise PairingError(403, f"wrong pairing code, and that was the last try: the code is "
-                                    f"void, ask for a new one")
+            raise PairingError(403, "wrong pairing code, and that was the last try: the code is "
+                                    "void, ask for a new one")
 
     def _end(self, why: str) -> None:
         """Forget the pending code (and its file, if it still holds this code)."""

@@ -1,4 +1,4 @@
-"""What the host does, once, for both front doors: HTTP (api.py) and native messaging (native.py).
+"""What the host does, once, for both front doors: HTTP (routes.py) and native messaging (native.py).
 
     state = build_state(config)              # models, samples, pairing, demo
     health(state)   models(state)   solve(state, image_bytes, model=None)
@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import math
 import time
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
 from captchalens import __version__
-from captchalens.contract import IMAGE_FORMATS  # the only decoders an upload meets (image_limits.json)
 from captchalens.images import ImageError, read_rgba
 
 from .demo import DemoChallenges
 from .jobs import JobError, Jobs
-from .models import Registry, fixed_folders
+from .registry import Registry, fixed_folders
 from .samples import SampleError, SampleLimits, SampleStore, check_text, fits_model
 from .security import Pairing, ensure_token
 
@@ -94,14 +90,6 @@ def from_base64(text) -> bytes:
 
 def decode_image(data: bytes):
     """RGBA pixels of an uploaded PNG, JPEG, GIF, WebP or BMP (no other Pillow decoders run)."""
-    if data:
-        try:
-            Image.open(io.BytesIO(data), formats=IMAGE_FORMATS).close()  # reads the header only
-        except UnidentifiedImageError:
-            raise ServiceError(400, "uploaded image: not a readable image (the host reads "
-                                    "PNG, JPEG, GIF, WebP and BMP)") from None
-        except Exception:  # noqa: BLE001 - too large, truncated...: read_rgba says which
-            pass
     try:
         return read_rgba(data, "uploaded image")
     except ImageError as e:

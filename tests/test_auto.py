@@ -50,7 +50,7 @@ def _captcha(seed=3):
 @pytest.mark.parametrize("sure, answers", [(0.0, "default"), (1.0, "tiny")])
 def test_the_host_auto_reader_asks_default_then_the_other_model(tmp_path, default_model_dir, tiny_model,
                                                                  sure, answers, monkeypatch):
-    from captchalens.native_host.models import Registry
+    from captchalens.native_host.registry import Registry
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
     rule = save_rule(AutoRule("default", "tiny", sure), tmp_path / "auto.json")
@@ -64,7 +64,7 @@ def test_the_host_auto_reader_asks_default_then_the_other_model(tmp_path, defaul
 
 
 def test_no_auto_reader_for_models_the_user_named(tmp_path, default_model_dir, tiny_model, monkeypatch):
-    from captchalens.native_host.models import Registry
+    from captchalens.native_host.registry import Registry
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
     rule = save_rule(AutoRule("default", "tiny", 0.5), tmp_path / "auto.json")

@@ -204,7 +204,7 @@ def test_solve_js_rejects_truncated_pixels(tiny_model, tmp_path):
     proc = subprocess.run([shutil.which("node"), str(node_solver()), "--model", str(folder)], input=data,
                           capture_output=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.decode().strip() == "solve.js: error: pixel input ends inside image 0 (10x10)"
+    assert proc.stderr.decode().strip() == "node_solver.js: error: pixel input ends inside image 0 (10x10)"
 
 
 # ---- what the repository ships ---------------------------------------------------------------------

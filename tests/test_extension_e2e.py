@@ -55,7 +55,8 @@ class Setup:
 
 @pytest.fixture(scope="session")
 def setup(request, tmp_path_factory) -> Setup:
-    from captchalens.solver import Solver, default_model_dir
+    from captchalens.paths import default_model_dir
+    from captchalens.solver import Solver
 
     missing = sb.missing_parts(sb.EXTENSION_DIR)
     vendor_missing = [p for p in missing if p.startswith(("vendor/", "lib/"))]

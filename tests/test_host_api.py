@@ -81,7 +81,7 @@ def test_each_captcha_gets_its_own_answer(client, expected):
 
 def test_every_model_is_micro_batched_unless_told_otherwise(home, model, tmp_path):
     """bench/results/host.md: under load, batching served 1.5-2x more on one CPU, 12% less on another."""
-    from captchalens.native_host.models import BatchRunner, LockedRunner, Registry
+    from captchalens.native_host.registry import BatchRunner, LockedRunner, Registry
     from support_tflite import copy_without_fast_path
 
     slow = copy_without_fast_path(model, tmp_path / "slow")
@@ -132,7 +132,7 @@ def test_odd_but_real_captcha_files_are_solved(client, fmt, convert, kw):
 @pytest.mark.parametrize("fmt", ["TIFF", "EPS", "ICO"])
 def test_formats_no_captcha_uses_are_not_decoded(client, fmt):
     r = client.post("/solve", data=_encoded(fmt, "RGB"), content_type="application/octet-stream")
-    assert r.status_code == 400 and "the host reads PNG, JPEG, GIF, WebP and BMP" in r.json["error"]
+    assert r.status_code == 400 and "CaptchaLens reads PNG, JPEG, GIF, BMP and WebP" in r.json["error"]
 
 
 def test_a_body_over_2_mb_is_refused_with_413(client):

@@ -71,7 +71,7 @@ def test_solve_refuses_a_model_that_would_run_code(evil, captcha, capsys):
 
 
 def test_the_host_does_not_load_a_model_that_would_run_code(evil, tiny_model, tmp_path, monkeypatch):
-    from captchalens.native_host.models import Registry
+    from captchalens.native_host.registry import Registry
 
     folder, marker = evil
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))

@@ -59,7 +59,8 @@ def ext_id(ext_dir):
 
 @pytest.fixture(scope="module")
 def solver():
-    from captchalens.solver import Solver, default_model_dir
+    from captchalens.paths import default_model_dir
+    from captchalens.solver import Solver
 
     return Solver(default_model_dir())  # what the native host serves without --model
 
@@ -130,7 +131,7 @@ def test_without_the_native_host_solving_falls_back_to_http_and_the_options_say_
     sb.stop_service_worker(browser, ext_id)  # the open port goes with the worker
     png, label, rgba = sb.captcha(seed=42)
     want = solver.solve_pixels([rgba])[0].text
-    from captchalens.solver import default_model_dir
+    from captchalens.paths import default_model_dir
 
     with sb.local_host(default_model_dir(), sb.EXTENSION_DIR) as url, sb.serving(captcha_routes(png)) as server:
         options = options_page(browser, ext_id)
@@ -163,7 +164,7 @@ def test_without_the_native_host_solving_falls_back_to_http_and_the_options_say_
 def test_as_shipped_native_messaging_stays_off_until_the_user_asks(playwright, tmp_path, monkeypatch, solver):
     """The extension as users load it: the host installed, but no permission asked for yet, so
     the options say Off and solving goes over HTTP without ever starting the native host."""
-    from captchalens.solver import default_model_dir
+    from captchalens.paths import default_model_dir
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
     profile = tmp_path / "profile"

@@ -330,7 +330,7 @@ def test_over_http_with_native_messaging_off_the_same_page_trains_and_installs(p
     """The extension as shipped (native messaging not turned on) and a `captchalens serve` host whose
     token the user pasted: the table, Train and the install go over HTTP (model_files in chunks);
     the options page is closed while the job runs, and the background's alarm installs the model."""
-    from captchalens.solver import default_model_dir
+    from captchalens.paths import default_model_dir
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", TINY)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from captchalens.contract import META_FILE, load_meta
-from captchalens.decode import decode
-from captchalens.solver import DEFAULT_MODEL, Solver
 from captchalens.converter.node_engine import converted_model, probs_tfjs
-from captchalens.paths import checkout
+from captchalens.decode import decode
+from captchalens.paths import DEFAULT_MODEL, checkout
+from captchalens.solver import Solver
 from captchalens.training.generate import GenSpec, generate
 
 N = 500  # captchas per model

@@ -36,7 +36,7 @@ def test_the_checkout_finds_its_extension_and_shipped_models():
     assert got["package_models"] == str(ROOT / "captchalens" / "models")
     assert got["default"] == str(ROOT / "captchalens" / "models" / "default")
     assert got["checkout"] == str(ROOT)
-    assert got["node_solver"] == str(ROOT / "extension" / "node" / "solve.js")
+    assert got["node_solver"] == str(ROOT / "extension" / "node" / "node_solver.js")
 
 
 def test_an_installed_package_finds_its_models_and_says_where_the_checkout_must_be(tmp_path):
@@ -48,7 +48,7 @@ def test_an_installed_package_finds_its_models_and_says_where_the_checkout_must_
     assert got["checkout"] == "None"
     assert "CAPTCHALENS_CHECKOUT" in got["error"] and str(site) in got["error"]
     got = run_probe(site, CAPTCHALENS_CHECKOUT=str(ROOT))  # told where the checkout is
-    assert got["node_solver"] == str(ROOT / "extension" / "node" / "solve.js")
+    assert got["node_solver"] == str(ROOT / "extension" / "node" / "node_solver.js")
     assert got["package_models"] == str(site / "captchalens" / "models")
 
 

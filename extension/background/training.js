@@ -5,7 +5,7 @@
  *   trainSites()          corrections per site on the host, models installed here, the latest job
  *   trainStart(site, p)   starts a job (p: the request says it goes on from the site's previous model)
  *   trainStatus(id)       the job's progress; once it is done, its TF.js files are fetched from the
- *                         host and installed (models.js installSiteModel) before the answer
+ *                         host and installed (model_store.js installSiteModel) before the answer
  *   trainCancel(id)
  *
  * The options page polls trainStatus while a job runs: every poll is a request, so the native

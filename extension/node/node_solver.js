@@ -3,7 +3,7 @@
  * The extension's own inference (extension/lib/engine.js) run in Node, for the
  * parity tests and `captchalens solve --engine tfjs`.
  *
- *   node extension/node/solve.js --model extension/models/default --input pixels.bin --output answers.json
+ *   node extension/node/node_solver.js --model extension/models/default --input pixels.bin --output answers.json
  *
  * Pixels come already decoded (Python's captchalens.images.read_rgba), so both
  * engines start from identical RGBA values. Input (a file, or stdin with
@@ -11,7 +11,7 @@
  *   count, then per image: width, height, width*height*4 RGBA bytes
  * Output JSON: {"backend", "model", "load_ms", "solve_ms",
  *               "results": [{"text", "confidence", "probs": [P*K floats]}]}
- * Exit status 2 with "solve.js: error: <message>" on stderr for any problem.
+ * Exit status 2 with "node_solver.js: error: <message>" on stderr for any problem.
  */
 'use strict';
 
@@ -30,7 +30,7 @@ const U32 = 4;
  * @param {string} message
  */
 function fail(message) {
-  process.stderr.write(`solve.js: error: ${message}\n`);
+  process.stderr.write(`node_solver.js: error: ${message}\n`);
   process.exit(2);
 }
 
@@ -61,7 +61,7 @@ function parseArgs(argv) {
     else if (flag === '--node-modules') args.nodeModules = value();
     else if (flag === '--no-probs') args.probs = false;
     else if (flag === '--help' || flag === '-h') {
-      process.stdout.write('usage: solve.js --model DIR [--input FILE|-] [--output FILE] ' +
+      process.stdout.write('usage: node_solver.js --model DIR [--input FILE|-] [--output FILE] ' +
         '[--backend wasm|cpu] [--node-modules DIR] [--no-probs]\n');
       process.exit(0);
     } else fail(`unknown argument ${flag}`);
@@ -148,9 +148,9 @@ async function loadTf(nodeModules, wanted) {
         await tf.ready();
         return tf;
       }
-      process.stderr.write('solve.js: the wasm backend did not start; using cpu\n');
+      process.stderr.write('node_solver.js: the wasm backend did not start; using cpu\n');
     } catch (e) {
-      process.stderr.write(`solve.js: the wasm backend failed (${e.message}); using cpu\n`);
+      process.stderr.write(`node_solver.js: the wasm backend failed (${e.message}); using cpu\n`);
     }
   }
   await tf.setBackend('cpu');
@@ -173,7 +173,7 @@ async function main() {
   }
   const tf = await loadTf(args.nodeModules, args.backend);
   const engine = require(ENGINE);
-  process.stderr.write(`solve.js: backend ${tf.getBackend()}\n`);
+  process.stderr.write(`node_solver.js: backend ${tf.getBackend()}\n`);
   const t0 = performance.now();
   let loaded;
   try {
