@@ -289,6 +289,23 @@ def wait_storage(sw, values: dict, timeout_ms: int = 5000) -> None:
         raise AssertionError(f"storage never held {values}: {get_storage(sw, list(values))}")
 
 
+def wait_auto_solve_matches(sw, matches: list[str], timeout_ms: int = 5000) -> list:
+    """Wait until the registered content scripts are one auto-solve script for exactly `matches`
+    (none for []): the worker registers them after the options page has saved, so a check right
+    after the storage write races it. Chromium has no event for it: polled every 50 ms."""
+    scripts = sw.evaluate("""async ([want, timeoutMs]) => {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+            const scripts = await chrome.scripting.getRegisteredContentScripts();
+            const got = JSON.stringify(scripts.map((s) => s.matches));
+            if (got === JSON.stringify(want.length ? [want] : []) || Date.now() > deadline) return scripts;
+            await new Promise((r) => setTimeout(r, 50));
+        }
+    }""", [matches, timeout_ms])
+    assert [s["matches"] for s in scripts] == ([matches] if matches else []), scripts
+    return scripts
+
+
 def wait_site_memory(sw, site: str, values: dict, timeout_ms: int = 5000) -> None:
     """Wait until the memory of one site (storage "sites"[site]) holds these values (the rest of it,
     such as its solve count and time, may be anything); a storage.onChanged listener, not polling."""

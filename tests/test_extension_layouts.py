@@ -308,8 +308,7 @@ def test_auto_solve_switched_on_in_the_options_solves_on_page_load(setup, browse
             sb.wait_site_memory(sw, "127.0.0.1", {"autoSolve": True})
             sb.wait_storage(sw, {"autoSolve": True, "threshold": 0})
             assert "*://127.0.0.1/*" in sw.evaluate("chrome.permissions.getAll()")["origins"]
-            scripts = sw.evaluate("chrome.scripting.getRegisteredContentScripts()")
-            assert [s["matches"] for s in scripts] == [["*://127.0.0.1/*"]], scripts
+            sb.wait_auto_solve_matches(sw, ["*://127.0.0.1/*"])
 
             page.goto(server.url("/"))  # no toolbar click, no menu: the page's load solves it
             label, rgba = captchas.last
@@ -321,7 +320,7 @@ def test_auto_solve_switched_on_in_the_options_solves_on_page_load(setup, browse
             expect(options.locator("#sitesStatus")).to_contain_text("its access was given back")
             sb.wait_site_memory(sw, "127.0.0.1", {"autoSolve": False})
             assert "*://127.0.0.1/*" not in sw.evaluate("chrome.permissions.getAll()")["origins"]
-            assert sw.evaluate("chrome.scripting.getRegisteredContentScripts()") == []
+            sb.wait_auto_solve_matches(sw, [])
         finally:
             options.close()
 
