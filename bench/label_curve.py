@@ -151,7 +151,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="label-curve-"))
     results_path = RESULTS / "label_curve.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    runs = results.setdefault("runs", {}).setdefault(base.name, {})  # one curve per starting model
+    from captchalens.contract import KERAS_FILE
+    from captchalens.files import sha256_file
+
+    # One curve per starting model, and per version of it: a retrained model starts its curve afresh.
+    digest = sha256_file(base / KERAS_FILE)
+    if results.get("models", {}).get(base.name) != digest:
+        results.setdefault("runs", {})[base.name] = {}
+    results.setdefault("models", {})[base.name] = digest
+    runs = results["runs"][base.name]
     try:
         for name, (test, pool, pool_dir) in datasets(work, only).items():
             row = runs.setdefault(name, {})
@@ -171,7 +179,7 @@ def main() -> int:
                         continue
                     row[str(n)] = {**read_test(out, test), "seconds": round(time.time() - t0, 1)}
                 print(name, n, {k: v for k, v in row[str(n)].items() if k != "examples"}, flush=True)
-                results["cpu"] = cpu()
+                results.setdefault("cpu", {})[base.name] = cpu()
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         if not args.keep:
@@ -183,13 +191,16 @@ def main() -> int:
 def write_report(results: dict) -> None:
     lines = [
         "## Label curve (bench/label_curve.py)", "",
-        f"CPU: {results.get('cpu', '?')}. Whole-captcha accuracy on test captchas never labelled, ignoring "
+        "Whole-captcha accuracy on test captchas never labelled, ignoring "
         "case (exact in brackets). Zero-shot = the starting model as it is; N labels = `captchalens train "
         "--data` with its defaults on N labelled captchas, fine-tuning that model (`--base`).", ""]
     dddd = results.get("ddddocr", {})
     for base, runs in results["runs"].items():
         sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
-        lines += [f"Starting from `{base}`:", "",
+        cpus = results.get("cpu", {})
+        where = cpus.get(base, "?") if isinstance(cpus, dict) else cpus
+        lines += [f"Starting from `{base}` (model.h5 sha256 {results.get('models', {}).get(base, '?')[:12]}; "
+                  f"{where}):", "",
                   "| data set | ddddocr zero-shot | " + " | ".join(
                       "zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |",
                   "|" + "---|" * (2 + len(sizes))]
