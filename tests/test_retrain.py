@@ -106,6 +106,22 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
     stem = Solver(GENERAL_MODEL).model.get_layer("stem").filters
     assert meta.trained_on["width_mult"] == stem / 24  # the general reader's width, so every layer fits
     assert meta.trained_on["init"]["layers_copied"] == 19  # every layer of the general architecture
+    # labels of digits and lower-case letters: every digit and lower-case letter, no upper case
+    assert meta.charset == "0123456789abcdefghijklmnopqrstuvwxyz"
+    assert "charset widened from the 4 characters in the labels to every digit and lower-case letter" in printed
+
+
+@pytest.mark.parametrize("seen, want", [
+    ("pq34", "0123456789abcdefghijklmnopqrstuvwxyz"),  # digits and lower case: all of both
+    ("ABC", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),  # upper case only: answers stay upper case
+    ("7a-", "0123456789abcdefghijklmnopqrstuvwxyz-"),  # a character the base lacks is kept, last
+    ("", ""),
+])
+def test_a_few_labels_widen_the_charset_to_the_families_they_use(seen, want):
+    from captchalens.training.render import GENERAL_CHARSET
+    from captchalens.training.retrain import widen_charset
+
+    assert widen_charset(seen, GENERAL_CHARSET) == want
 
 
 def test_fine_tuning_from_the_default_model_takes_its_trunk(tmp_path, default_model_dir, capsys):

@@ -215,6 +215,29 @@ class Init:
         return self
 
 
+FAMILIES = (("digit", "0123456789"), ("upper-case letter", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+            ("lower-case letter", "abcdefghijklmnopqrstuvwxyz"))
+
+
+def widen_charset(seen: str, base_charset: str) -> str:
+    """The labels' characters plus, for each family they use (digits, upper-case, lower-case
+    letters), every character of that family the base reads, in the base's order (other label
+    characters after). Sites draw from alphabets, and 50 labels of 5 characters rarely show all
+    of one: a character never seen would be dropped from the classifier, and every captcha
+    holding it misread (the label curve's serif-wave scheme, 0-9A-Za-z: worse after 50 labels
+    than with none). A family the labels never use stays out: a site whose labels are all lower
+    case gets a model that answers in lower case."""
+    used = [chars for _, chars in FAMILIES if set(seen) & set(chars)]
+    keep = set(seen).union(*map(set, used)) if used else set(seen)
+    ordered = [c for c in base_charset if c in keep]
+    return "".join(ordered + sorted(keep - set(ordered)))
+
+
+def _families_text(charset: str) -> str:
+    names = [name for name, chars in FAMILIES if set(chars) <= set(charset)]
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1] if names else "character"
+
+
 def base_dir(cfg: RetrainConfig) -> Path:
     """--base, else $CAPTCHALENS_MODEL (the model used wherever none is named), else the
     shipped general reader (it reads schemes it never saw), else the shipped default."""
@@ -516,7 +539,12 @@ def retrain(cfg: RetrainConfig):
     elif cfg.arch == "auto" and init.mode == "finetune" and init.base_meta.architecture == "general":
         # The general reader's own architecture, so its every layer carries over (its column
         # readers, and its classifier for the characters this site uses).
-        p = plan(replace(cfg, arch="general"), images, texts)
+        widened = None if cfg.charset else widen_charset(p.charset, init.base_meta.charset)
+        p = plan(replace(cfg, arch="general", charset=widened), images, texts)
+        if widened and len(widened) > len(set("".join(texts))):
+            p.notes.append(f"charset widened from the {len(set(''.join(texts)))} characters in the labels to "
+                           f"every {_families_text(widened)} the general reader knows: a few dozen labels "
+                           f"rarely show all of a site's characters (--charset to give them yourself)")
         meta = make_meta(p, name)
     init.settle(meta)
     tr, va = split(len(texts), report.keys, cfg.val_share, cfg.split_seed)  # by content: copies never straddle it
