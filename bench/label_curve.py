@@ -197,10 +197,8 @@ def write_report(results: dict) -> None:
     dddd = results.get("ddddocr", {})
     for base, runs in results["runs"].items():
         sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
-        cpus = results.get("cpu", {})
-        where = cpus.get(base, "?") if isinstance(cpus, dict) else cpus
         lines += [f"Starting from `{base}` (model.h5 sha256 {results.get('models', {}).get(base, '?')[:12]}; "
-                  f"{where}):", "",
+                  f"{results.get('cpu', {}).get(base, '?')}):", "",
                   "| data set | ddddocr zero-shot | " + " | ".join(
                       "zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |",
                   "|" + "---|" * (2 + len(sizes))]

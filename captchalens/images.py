@@ -16,9 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 # The limits are the extension's too (extension/shared/image_limits.json, read by contract.py).
 from .contract import IMAGE_FORMATS as FORMATS  # only these decoders run: no EPS (Ghostscript) and the like
-# "PNG, JPEG, GIF, BMP and WebP": for messages
-FORMAT_NAMES = " and ".join(filter(None, [", ".join(f.replace("WEBP", "WebP") for f in FORMATS[:-1]),
-                                          FORMATS[-1].replace("WEBP", "WebP")]))
+_NAMES = [{"WEBP": "WebP"}.get(f, f) for f in FORMATS]
+FORMAT_NAMES = ", ".join(_NAMES[:-1]) + " and " + _NAMES[-1]  # "PNG, JPEG, GIF, BMP and WebP", for messages
 from .contract import IMAGE_SUFFIXES, MAX_PIXELS, MAX_SIDE, image_size_problem  # noqa: F401 (re-exported)
 from .errors import UserError
 

@@ -36,6 +36,7 @@ from captchalens.decode import decode
 
 from . import distribute
 from .folder import DataError, load_folder, split
+from .render import DIGITS, LOWER, UPPER
 
 INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collapses exactly 6
 MIN_WIDTH, MAX_WIDTH = 64, 256  # input width = 48 x the images' median aspect, within these
@@ -215,8 +216,7 @@ class Init:
         return self
 
 
-FAMILIES = (("digit", "0123456789"), ("upper-case letter", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-            ("lower-case letter", "abcdefghijklmnopqrstuvwxyz"))
+FAMILIES = (("digit", DIGITS), ("upper-case letter", UPPER), ("lower-case letter", LOWER))  # render.py's alphabets
 
 
 def widen_charset(seen: str, base_charset: str) -> str:
@@ -540,9 +540,10 @@ def retrain(cfg: RetrainConfig):
         # The general reader's own architecture, so its every layer carries over (its column
         # readers, and its classifier for the characters this site uses).
         widened = None if cfg.charset else widen_charset(p.charset, init.base_meta.charset)
+        seen = len(p.charset)
         p = plan(replace(cfg, arch="general", charset=widened), images, texts)
-        if widened and len(widened) > len(set("".join(texts))):
-            p.notes.append(f"charset widened from the {len(set(''.join(texts)))} characters in the labels to "
+        if widened and len(widened) > seen:
+            p.notes.append(f"charset widened from the {seen} characters in the labels to "
                            f"every {_families_text(widened)} the general reader knows: a few dozen labels "
                            f"rarely show all of a site's characters (--charset to give them yourself)")
         meta = make_meta(p, name)
