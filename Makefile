@@ -72,6 +72,8 @@ model: venv
 # on from it with --base over 150k new captchas x 4 epochs at lr 1e-3 (56 min), and over 150k
 # more x 3 epochs at lr 7e-4 (41 min), each after ~15 min of rendering. Validation (the same
 # 4,000 captchas), ignoring case: 39.8 % after stage 1, 45.4 % after stage 2, 47.0 % after 3.
+# The three stages were rendered with RENDER_VERSION 1 (training/render.py); version 2 adds
+# strike-through polylines and scattered glyph edges to the mix, so a rerun renders those too.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 GENERAL_FLAGS := --arch general --width-mult 0.75 --name general --charset $(GENERAL_CHARSET) --length 3-8 \

@@ -96,3 +96,55 @@ def test_missing_fonts_get_a_clear_error(monkeypatch):
             draw(RenderSpec(), 1, 0)
     finally:
         render._all_fonts.cache_clear()
+
+
+def test_a_strike_through_runs_across_the_text_inside_its_band():
+    import random
+
+    from PIL import Image
+
+    for i in range(20):
+        im = Image.new("RGB", (200, 60), (255, 255, 255))
+        box = (40, 15, 160, 45)
+        render._strike(random.Random(i), im, box, (0, 0, 0), 2)
+        ink = np.argwhere(_grey(im) < 128)
+        assert ink[:, 1].min() <= 40 + 12 and ink[:, 1].max() >= 160 - 12  # the text's whole width
+        assert ink[:, 0].min() >= 15 + 4 - 2 and ink[:, 0].max() <= 45 - 4 + 2  # inside its band
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_scattered_edges_move_ink_by_at_most_the_radius_and_keep_most_of_it(radius):
+    import random
+
+    fam = render.fonts(False)
+    path = fam[sorted(fam)[0]][0]
+    layer = render._glyph(None, "W", path, 60, (0, 0, 0), 0, "plain", (255, 255, 255))
+    out = render._scatter(random.Random(0), layer, radius)
+    a, b = np.asarray(layer.getchannel("A")) > 0, np.asarray(out.getchannel("A")) > 0
+    ya, xa = np.nonzero(a)
+    yb, xb = np.nonzero(b)
+    assert ya.min() - radius <= yb.min() and yb.max() <= ya.max() + radius
+    assert xa.min() - radius <= xb.min() and xb.max() <= xa.max() + radius
+    assert not np.array_equal(a, b)  # the edges did change
+    assert 0.6 < b.sum() / a.sum() < 1.4
+
+
+def test_a_new_drawing_version_never_reads_an_older_cache(monkeypatch):
+    before = RenderSpec().key()
+    monkeypatch.setattr(render, "RENDER_VERSION", render.RENDER_VERSION + 1)
+    assert RenderSpec().key() != before
+
+
+def test_the_mix_carries_strike_throughs_and_scattered_edges_the_held_out_schemes_do_not(monkeypatch):
+    calls = {"strike": 0, "scatter": 0}
+    for name in calls:
+        real = getattr(render, f"_{name}")
+        monkeypatch.setattr(render, f"_{name}", lambda *a, _r=real, _n=name: calls.__setitem__(_n, calls[_n] + 1) or _r(*a))
+    for i in range(80):
+        draw(RenderSpec(), 3, i)
+    assert calls["strike"] >= 8 and calls["scatter"] >= 4
+    calls.update(strike=0, scatter=0)
+    for scheme in HELD_OUT:
+        for i in range(10):
+            draw(RenderSpec(scheme=scheme), 3, i)
+    assert calls == {"strike": 0, "scatter": 0}

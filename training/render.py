@@ -13,7 +13,9 @@ never seen (the `general` model):
   grid backgrounds in any colour;
 * per-character font size, rotation, vertical jitter and overlap, outlined and
   shadowed text, per-character colours;
-* noise lines, curves through the text, arcs and dots;
+* noise lines, curves through the text, arcs and dots, and strike-through
+  polylines across the whole text;
+* scattered ("hairy") glyph edges, where each text pixel is moved a pixel or two;
 * sine-wave and perspective warps, blur and JPEG artefacts;
 * sizes from about 60x20 to 300x100.
 
@@ -60,6 +62,8 @@ ALPHABETS = (
     (DIGITS, 0.12),
 )
 LENGTHS = {3: 0.06, 4: 0.22, 5: 0.26, 6: 0.24, 7: 0.12, 8: 0.10}
+# Bumped whenever the drawing changes, so no cache holds pictures of an older mix.
+RENDER_VERSION = 2  # 2: strike-through polylines and scattered glyph edges
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class RenderSpec:
     max_length: int = 8
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps({"render": asdict(self), "fonts": font_key()},
+        return hashlib.sha1(json.dumps({"render": asdict(self), "fonts": font_key(),
+                                                   "version": RENDER_VERSION},
                                        sort_keys=True).encode()).hexdigest()[:12]
 
     def draw(self, seed: int, index: int):
@@ -245,6 +250,29 @@ def _text_layer(rng, text: str, font_paths: list[str], colours: list, size: int,
 
 # ---- distortions --------------------------------------------------------------
 
+def _scatter(rng, layer: Image.Image, radius: int) -> Image.Image:
+    """Move every pixel of the text layer by up to `radius` pixels at random:
+    glyph edges turn hairy and smeared, the way many captcha generators draw them."""
+    arr = np.asarray(layer)
+    h, w = arr.shape[:2]
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    ys = np.clip(np.arange(h)[:, None] + nrng.integers(-radius, radius + 1, (h, w)), 0, h - 1)
+    xs = np.clip(np.arange(w)[None, :] + nrng.integers(-radius, radius + 1, (h, w)), 0, w - 1)
+    return Image.fromarray(np.ascontiguousarray(arr[ys, xs]), layer.mode)
+
+
+def _strike(rng, im: Image.Image, box: tuple[int, int, int, int], colour, width: int) -> None:
+    """A polyline of 2-5 segments from left of the text to right of it, through
+    the text's band: the strike-through line most text captchas carry."""
+    w, h = im.size
+    x0, y0, x1, y1 = box
+    n = rng.randint(2, 5)
+    xs = np.linspace(rng.uniform(0, max(1, x0 + 0.1 * (x1 - x0))), rng.uniform(min(w - 1, x1 - 0.1 * (x1 - x0)), w),
+                     n + 1)
+    ys = [rng.uniform(y0 + 0.15 * (y1 - y0), y1 - 0.15 * (y1 - y0)) for _ in xs]
+    ImageDraw.Draw(im).line(list(zip(xs.tolist(), ys)), fill=colour, width=width, joint="curve")
+
+
 def _wave(rng, im: Image.Image, amp: float, axis: str) -> Image.Image:
     arr = np.asarray(im)
     h, w = arr.shape[:2]
@@ -344,6 +372,12 @@ def _mix_params(rng: random.Random) -> dict:
     }
 
 
+def _mix_extras(rng: random.Random) -> dict:
+    """Distortions added to the mix in RENDER_VERSION 2, drawn from their own stream
+    so that every other choice (and every held-out picture) stays as it was."""
+    return {"strike": rng.random() < 0.25, "scatter": rng.choice((1, 1, 2)) if rng.random() < 0.15 else 0}
+
+
 def _mix_size(rng) -> tuple[int, int]:
     h = int(min(100, max(20, rng.gauss(52, 16))))
     aspect = rng.uniform(1.8, 5.0)
@@ -381,6 +415,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
         if not fams:
             raise FontsMissing("no fonts found under /usr/share/fonts: run `make fonts`")
         p = _mix_params(rng)
+        extra = random.Random(f"render-extras:{seed}:{index}")
+        p.update(_mix_extras(extra))
         w, h = _mix_size(rng)
         text = _text(rng, spec)
         names = sorted(fams)
@@ -394,7 +430,9 @@ def draw(spec: RenderSpec, seed: int, index: int):
         fams = fonts(True)
         if s["family"] not in fams:
             raise FontsMissing(f"font family {s['family']!r} is not installed: run `make fonts`")
-        p = {**_mix_params(rng), **s["params"], "size": 0.8, "scale": 0.05, "fill": 0.85, "shadow": False}
+        p = {**_mix_params(rng), **s["params"], "size": 0.8, "scale": 0.05, "fill": 0.85, "shadow": False,
+             "strike": False, "scatter": 0}
+        extra = None
         w, h = s["size"]
         n = s["length"] if isinstance(s["length"], int) else rng.randint(*s["length"])
         text = "".join(rng.choice(s["alphabet"]) for _ in range(n))
@@ -425,6 +463,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
     tw, th = max(1, int(layer.width * k)), max(1, int(layer.height * k * stretch))
     tw, th = min(tw, w), min(th, h)
     layer = layer.resize((tw, th), Image.LANCZOS)
+    if p["scatter"]:
+        layer = _scatter(extra, layer, p["scatter"])
     x = rng.randint(0, max(0, w - tw))
     y = rng.randint(0, max(0, h - th))
     im = bg.convert("RGBA")
@@ -435,6 +475,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
     im.alpha_composite(layer, (x, y))
     im = im.convert("RGB")
     _noise(rng, im, p, base_col, light)
+    if p["strike"]:
+        _strike(extra, im, (x, y, x + tw, y + th), base_col, extra.randint(1, max(1, h // 16)))
     if p["wave"]:
         im = _wave(rng, im, rng.uniform(0.03, 0.09) * h, rng.choice("yyx"))
     if p["perspective"]:
