@@ -121,7 +121,7 @@ def open_page(browser, page, server, path="/"):
 
 def agreed(setup, rgba, label, text):
     """Check the extension's answer against the TF solver on the same pixels (and against the
-    label, for a trained model); returns it. Probabilities closer than TIE may come out in either
+    label, for a trained model, unless label is None); returns it. Probabilities closer than TIE may come out in either
     order from TF and TF.js (a barely trained model is full of near-ties)."""
     solver = setup.solver_for(rgba)
     meta = solver.meta
@@ -134,7 +134,7 @@ def agreed(setup, rgba, label, text):
                 f"character {i} of {text!r} is not TF's ({tf_text!r}): the extension read or solved other pixels"
     else:
         assert text == tf_text
-    if setup.trained and solver is setup.solver:
+    if label is not None and setup.trained and solver is setup.solver:
         assert text == label, f"the default model misreads this test captcha ({text} vs {label})"
     return text
 
@@ -684,11 +684,19 @@ def test_demo_page_of_the_local_host(setup, browser, sw, page, host_home):
         src = page.get_attribute("#captcha", "src")
         result = sb.solve_from_menu(sw, page, src)
         assert result["ok"] and result["inputSelector"] == "#answer", result
-        expect(page.locator("#answer")).to_have_value(result["text"])
-        expect(overlay(page, "answer")).to_have_text(result["text"])  # the note's frame, under the page's strict CSP
+        # The page draws a fresh random captcha per view: the answer must be TF's on the very
+        # pixels shown (the label is unknown here, and even a trained model misreads a few in
+        # a thousand: the shipped default's accuracy is test_default_model's to check).
+        text = agreed(setup, decode_data_url(src), None, result["text"])
+        expect(page.locator("#answer")).to_have_value(text)
+        expect(overlay(page, "answer")).to_have_text(text)  # the note's frame, under the page's strict CSP
         page.click("button[type=submit]")
         verdict = page.locator("#result")
-        if setup.trained:
-            expect(verdict).to_contain_text("Right")
-        else:
-            expect(verdict).to_contain_text(result["text"])
+        expect(verdict).to_be_visible()
+        codes = verdict.locator("code")
+        answer = codes.last.inner_text()
+        if text.lower() == answer:
+            expect(verdict).to_contain_text(f"Right: it was {answer}")
+        else:  # the host's verdict names what was sent and what it was
+            expect(verdict).to_contain_text("Not quite")
+            expect(codes).to_have_text([text, answer])
