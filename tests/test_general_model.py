@@ -21,8 +21,8 @@ from captchalens.training.render import GENERAL_CHARSET, HELD_OUT, RenderSpec
 
 N = 300
 # Held-out schemes: fonts and styles the training mix never draws (training/render.py).
-HELD_OUT_FLOORS = {"mono-dark": 0.70, "serif-wave": 0.60, "casual-colour": 0.22}  # (0.84, 0.74, 0.33)
-CAPTCHA_FLOOR = 0.72  # the `captcha` package's own 4-character 160x60 captchas, new seeds (0.85)
+HELD_OUT_FLOORS = {"mono-dark": 0.70, "serif-wave": 0.60, "casual-colour": 0.22}  # (0.86, 0.73, 0.32)
+CAPTCHA_FLOOR = 0.72  # the `captcha` package's own 4-character 160x60 captchas, new seeds (0.87)
 
 
 @pytest.fixture(scope="module")

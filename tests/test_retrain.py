@@ -103,7 +103,10 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
     assert before and float(before.group(1)) > 0  # it reads some of them before any step: its classifier came along
     meta = load_meta(tmp_path / "m")
     assert meta.trained_on["init"]["base"] == str(GENERAL_MODEL) and meta.architecture == "general"
-    from captchalens.training.retrain import STEM_FILTERS
+    from captchalens.training.retrain import GENERAL_LR, LR, STEM_FILTERS
+
+    assert meta.trained_on["lr"] == GENERAL_LR < LR  # gentler on the general reader: it keeps what it reads
+    assert f"peak learning rate {GENERAL_LR:g}," in printed
 
     base = Solver(GENERAL_MODEL).model
     stem = base.get_layer("stem").filters
@@ -138,6 +141,17 @@ def test_fine_tuning_from_the_default_model_takes_its_trunk(tmp_path, default_mo
     stem = Solver(default_model_dir).model.get_layer("stem").filters
     assert meta.trained_on["width_mult"] == stem / 32  # the default model's width, so its trunk fits
     assert meta.trained_on["init"]["layers_copied"] == 16
+    from captchalens.training.retrain import LR
+
+    assert meta.trained_on["lr"] == LR  # a new head to learn: the full rate
+
+
+def test_a_learning_rate_given_is_the_one_used_whatever_the_base(tmp_path, capsys):
+    write_captchas(tmp_path / "mine", 24, charset="pq34", length=(5, 5), size=(160, 50))
+    assert captchalens("train", "--data", str(tmp_path / "mine"), "--out", str(tmp_path / "m"),
+                       "--epochs", "1", "--lr", "3e-3") == 0
+    assert "peak learning rate 0.003," in capsys.readouterr().out
+    assert load_meta(tmp_path / "m").trained_on["lr"] == 3e-3
 
 
 def test_fine_tuning_copies_the_trunk_and_never_a_head_for_another_charset(tiny_model):
