@@ -356,3 +356,59 @@ def test_the_fine_tune_base_is_named_by_the_same_settings_as_everywhere(tmp_path
     monkeypatch.setenv("CAPTCHALENS_MODEL", str(tmp_path / "mine"))
     assert base_dir(RetrainConfig(data="d", out="o")) == tmp_path / "mine"
     assert base_dir(RetrainConfig(data="d", out="o", base=str(tmp_path / "named"))) == tmp_path / "named"
+
+
+@pytest.mark.parametrize("a, b, d", [
+    ("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("", "ab", 2),
+    ("nh5x", "hh5x", 1),  # one replaced
+    ("2bg48", "2bg4", 1),  # one dropped
+    ("87nym", "87mnym", 1),  # one inserted
+    ("kitten", "sitting", 3),
+])
+def test_edit_distance_counts_characters_replaced_dropped_or_inserted(a, b, d):
+    from captchalens.training.retrain import edit_distance
+
+    assert edit_distance(a, b) == edit_distance(b, a) == d
+
+
+def _judge(n_held_back, epochs, tmp_path):
+    """Run Validate over scripted epochs of (answers for the held-back captchas, loss); the epoch kept."""
+    from captchalens.training.retrain import Validate
+
+    tmp_path.mkdir()
+    truths = ["ab12"] * n_held_back
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    v = Validate(None, None, None, truths, None, patience=100, work=tmp_path, say=None)
+    v.set_model(model)
+    v.params = {"epochs": len(epochs)}
+    script = iter(epochs)
+
+    def score():
+        answers, loss = next(script)
+        from captchalens.training.retrain import edit_distance
+        acc = float(np.mean([a == t for a, t in zip(answers, truths)]))
+        cer = sum(edit_distance(a, t) for a, t in zip(answers, truths)) / sum(map(len, truths))
+        return acc, cer, loss
+
+    v._score = score
+    v.on_train_begin()
+    for e in range(len(epochs)):
+        v.on_epoch_end(e, {})
+    return v.best_epoch, v.best_acc
+
+
+@pytest.mark.parametrize("n", [8, 60])
+def test_few_held_back_captchas_judge_epochs_by_character_errors_many_by_whole_captchas(n, tmp_path):
+    from captchalens.training.retrain import FEW_HELD_BACK
+
+    # epoch 0: one captcha more right, but every other one wrong in two characters;
+    # epoch 1: one captcha fewer right, the others one character off at most
+    lucky = ["ab12", "ab12"] + ["xy12"] * (n - 2)
+    steady = ["ab12"] + ["ab13"] * (n - 1)
+    best, acc = _judge(n, [(lucky, 1.0), (steady, 2.0)], tmp_path / "lucky")
+    if n < FEW_HELD_BACK:
+        assert best == 1 and acc == 1 / n  # fewer character errors win, though one fewer whole captcha
+    else:
+        assert best == 0 and acc == 2 / n  # enough captchas: whole-captcha accuracy decides
+    # ties go to the lower loss either way; and a later epoch no better is not kept
+    assert _judge(n, [(steady, 2.0), (steady, 1.5), (steady, 3.0)], tmp_path / "ties")[0] == 1
