@@ -1,0 +1,91 @@
+"""Cheap ways to read a new site better with no labels: the shipped general reader's own weights,
+(a) as shipped (160x48, every character), (b) with its output cut to the character families (digits, upper, lower case) the site's
+labels use (training/retrain.py widen_charset: what a site model starts from),
+(c) rebuilt at the images' own aspect (48 high, as wide as their median shape: the CTC reader's
+weights do not depend on the width), (d) both.  label_curve's test captchas, ignoring case.
+
+    .venv/bin/python bench/zero_shot_variants.py        # a minute or two
+
+Results: bench/results/zero_shot_variants.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import label_curve as lc  # noqa: E402
+from _machine import cpu  # noqa: E402
+
+def greedy(probs: np.ndarray, charset: str, allowed: set[str]) -> list[str]:
+    """CTC best path (blank = last class) over the allowed characters only."""
+    keep = np.array([c in allowed for c in charset] + [True])
+    best = np.where(keep, probs, -1.0).argmax(-1)
+    out = []
+    for seq in best:
+        text, prev = [], -1
+        for k in seq:
+            if k != prev and k != len(charset):
+                text.append(charset[k])
+            prev = k
+        out.append("".join(text))
+    return out
+
+
+def main() -> int:
+    import shutil
+
+    from captchalens.paths import GENERAL_MODEL
+    from captchalens.preprocess import Preprocessor
+    from captchalens.solver import Solver
+    from captchalens.training import networks
+    from captchalens.training.folder import load_folder
+    from captchalens.training.retrain import MAX_WIDTH, MIN_WIDTH, STEM_FILTERS, widen_charset
+
+    solver = Solver(GENERAL_MODEL)
+    meta = solver.meta
+    width_mult = solver.model.get_layer("stem").filters / STEM_FILTERS["general"]
+    work = Path(tempfile.mkdtemp(prefix="zero-shot-"))
+    rows = []
+    try:
+        for name, (test, _, _) in lc.datasets(work, None).items():
+            images, texts, _ = load_folder(test)
+            allowed = set(widen_charset("".join(sorted(set("".join(texts)))), meta.charset))
+            families = "".join(c for c in meta.charset if c in allowed)
+            families = families if len(families) < 20 else f"{families[0]}..{families[-1]} ({len(families)})"
+            aspect = float(np.median([im.shape[1] / im.shape[0] for im in images]))
+            w = int(min(MAX_WIDTH, max(MIN_WIDTH, round(meta.input_height * aspect / 8) * 8)))
+            wide = dataclasses.replace(meta, input_width=w)
+            model = networks.build("general", wide, width=width_mult)
+            model.set_weights(solver.model.get_weights())
+            p_ship = solver.model.predict(Preprocessor(meta)(images).astype(np.float32), batch_size=256, verbose=0)
+            p_wide = model.predict(Preprocessor(wide)(images).astype(np.float32), batch_size=256, verbose=0)
+
+            def acc(got):
+                return np.mean([a.lower() == t.lower() for a, t in zip(got, texts)])
+
+            full = set(meta.charset)
+            rows.append((name, f"{w}x{meta.input_height}", families, acc(greedy(p_ship, meta.charset, full)),
+                         acc(greedy(p_ship, meta.charset, allowed)), acc(greedy(p_wide, meta.charset, full)),
+                         acc(greedy(p_wide, meta.charset, allowed))))
+            print(*rows[-1], flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = ["## Zero-shot variants of the general reader (bench/zero_shot_variants.py)", "",
+             f"Whole captcha ignoring case on label_curve's test captchas, the shipped weights, no training; {cpu()}.",
+             "", "| data set | as shipped (160x48) | output cut to the labels' families | at the images' aspect | both |",
+             "|---|---|---|---|---|"]
+    for name, size, families, a, b, c, d in rows:
+        lines.append(f"| {name} | {100 * a:.1f}% | {100 * b:.1f}% ({families}) | {100 * c:.1f}% ({size}) "
+                     f"| {100 * d:.1f}% |")
+    (lc.RESULTS / "zero_shot_variants.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
