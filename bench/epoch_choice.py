@@ -86,14 +86,15 @@ def record_runs(grid: list[str], results: dict) -> None:
 
 
 def replay(records: list[dict], rank) -> dict:
-    """The epoch a rule keeps, early stopping as the trainer does (patience a quarter, not in the first half)."""
-    total = len(records) - 1
-    patience = max(10, total // 4)
+    """The epoch a rule keeps, with the trainer's own early stopping and patience."""
+    from captchalens.training.retrain import default_patience, should_stop
+
+    epochs = len(records) - 1  # records[0] is the start
     best = None
     for r in records:
         if best is None or rank(r) > rank(best):
             best = r
-        if r["epoch"] + 1 >= total // 2 and r["epoch"] - best["epoch"] >= patience:
+        if should_stop(r["epoch"], best["epoch"], epochs, default_patience(epochs)):
             break
     return best
 

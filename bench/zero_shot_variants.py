@@ -21,19 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import label_curve as lc  # noqa: E402
 from _machine import cpu  # noqa: E402
 
-def greedy(probs: np.ndarray, charset: str, allowed: set[str]) -> list[str]:
-    """CTC best path (blank = last class) over the allowed characters only."""
-    keep = np.array([c in allowed for c in charset] + [True])
-    best = np.where(keep, probs, -1.0).argmax(-1)
-    out = []
-    for seq in best:
-        text, prev = [], -1
-        for k in seq:
-            if k != prev and k != len(charset):
-                text.append(charset[k])
-            prev = k
-        out.append("".join(text))
-    return out
+def read(probs: np.ndarray, meta, allowed: set[str]) -> list[str]:
+    """The solver's own decoding, with the characters not allowed never chosen (blank = last class)."""
+    from captchalens.decode import decode
+
+    keep = np.array([c in allowed for c in meta.charset] + [True])
+    return [t for t, _ in decode(np.where(keep, probs, 0.0), meta)]
 
 
 def main() -> int:
@@ -44,7 +37,7 @@ def main() -> int:
     from captchalens.solver import Solver
     from captchalens.training import networks
     from captchalens.training.folder import load_folder
-    from captchalens.training.retrain import MAX_WIDTH, MIN_WIDTH, STEM_FILTERS, widen_charset
+    from captchalens.training.retrain import STEM_FILTERS, choose_input, widen_charset
 
     solver = Solver(GENERAL_MODEL)
     meta = solver.meta
@@ -57,21 +50,19 @@ def main() -> int:
             allowed = set(widen_charset("".join(sorted(set("".join(texts)))), meta.charset))
             families = "".join(c for c in meta.charset if c in allowed)
             families = families if len(families) < 20 else f"{families[0]}..{families[-1]} ({len(families)})"
-            aspect = float(np.median([im.shape[1] / im.shape[0] for im in images]))
-            w = int(min(MAX_WIDTH, max(MIN_WIDTH, round(meta.input_height * aspect / 8) * 8)))
-            wide = dataclasses.replace(meta, input_width=w)
+            w, h, _ = choose_input(images)  # the input a site model of these images gets
+            wide = dataclasses.replace(meta, input_width=w, input_height=h)
             model = networks.build("general", wide, width=width_mult)
             model.set_weights(solver.model.get_weights())
-            p_ship = solver.model.predict(Preprocessor(meta)(images).astype(np.float32), batch_size=256, verbose=0)
+            p_ship = solver.probs(images)
             p_wide = model.predict(Preprocessor(wide)(images).astype(np.float32), batch_size=256, verbose=0)
 
             def acc(got):
                 return np.mean([a.lower() == t.lower() for a, t in zip(got, texts)])
 
             full = set(meta.charset)
-            rows.append((name, f"{w}x{meta.input_height}", families, acc(greedy(p_ship, meta.charset, full)),
-                         acc(greedy(p_ship, meta.charset, allowed)), acc(greedy(p_wide, meta.charset, full)),
-                         acc(greedy(p_wide, meta.charset, allowed))))
+            rows.append((name, f"{w}x{h}", families, acc(read(p_ship, meta, full)), acc(read(p_ship, meta, allowed)),
+                         acc(read(p_wide, wide, full)), acc(read(p_wide, wide, allowed))))
             print(*rows[-1], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

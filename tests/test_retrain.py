@@ -371,9 +371,16 @@ def test_edit_distance_counts_characters_replaced_dropped_or_inserted(a, b, d):
     assert edit_distance(a, b) == edit_distance(b, a) == d
 
 
+def test_answer_scores_are_whole_captchas_right_and_characters_wrong_per_character():
+    from captchalens.training.retrain import answer_scores
+
+    acc, cer = answer_scores(["ab12", "ab1", "xy12", "ab12"], ["ab12", "ab12", "ab12", "ab12"])
+    assert acc == 0.5 and cer == (0 + 1 + 2 + 0) / 16
+
+
 def _judge(n_held_back, epochs, tmp_path):
     """Run Validate over scripted epochs of (answers for the held-back captchas, loss); the epoch kept."""
-    from captchalens.training.retrain import Validate
+    from captchalens.training.retrain import Validate, answer_scores
 
     tmp_path.mkdir()
     truths = ["ab12"] * n_held_back
@@ -385,10 +392,7 @@ def _judge(n_held_back, epochs, tmp_path):
 
     def score():
         answers, loss = next(script)
-        from captchalens.training.retrain import edit_distance
-        acc = float(np.mean([a == t for a, t in zip(answers, truths)]))
-        cer = sum(edit_distance(a, t) for a, t in zip(answers, truths)) / sum(map(len, truths))
-        return acc, cer, loss
+        return (*answer_scores(answers, truths), loss)
 
     v._score = score
     v.on_train_begin()

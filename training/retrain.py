@@ -53,9 +53,10 @@ LR = 2e-3  # peak learning rate (warm-up, then cosine decay to 0), from scratch 
 GENERAL_LR = 5e-4
 # Fewer held-back captchas than this: epochs are judged by their character errors (then the loss),
 # not whole-captcha accuracy, which moves in steps of 1/N and is mostly chance on a handful. Judged
-# offline on each epoch of the same runs (test: 500 unseen, ignoring case), whole-captcha first vs
-# character errors first: serif-wave 50 labels 63.2 vs 72.4 % (whole-captcha kept a lucky epoch 17
-# of a run that only ever lost ground), captcha_images_v2 50 and 100 labels, casual-colour 50: equal.
+# offline on each epoch of the same seven runs (bench/results/epoch_choice.md; test: 500 unseen,
+# ignoring case), whole-captcha first vs character errors first: serif-wave 50 labels 63.2 vs
+# 72.4 % (whole-captcha kept a lucky epoch 17 of a run that only ever lost ground), the six others
+# the same epoch.
 FEW_HELD_BACK = 50
 RARE = 5  # a character seen fewer times than this in training is flagged
 BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
@@ -367,7 +368,7 @@ class Validate(keras.callbacks.Callback):
         self.score_start, self.dist, self.best_weights = score_start, dist, None
         self.meta, self.x_va, self.y_va, self.t_va = meta, x_va, y_va, t_va
         self.loss_fn, self.patience, self.work, self.say = loss_fn, patience, work, say
-        self.by_chars = len(t_va) < FEW_HELD_BACK
+        self.by_chars = judged_by_chars(len(t_va))
         self.best = None  # (acc, -loss), or (-character error rate, -loss)
         self.best_acc = 0.0
         self.best_epoch = self.last_epoch = -1
@@ -406,9 +407,7 @@ class Validate(keras.callbacks.Callback):
         """(whole-captcha accuracy, character error rate, loss) on the held-back split."""
         probs = (self.model.predict(self.x_va, batch_size=256, verbose=0) if self.dist is None
                  else distribute.predict_local(self.model, self.x_va))
-        answers = [t for t, _ in decode(probs, self.meta)]
-        acc = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
-        cer = sum(edit_distance(a, t) for a, t in zip(answers, self.t_va)) / max(1, sum(map(len, self.t_va)))
+        acc, cer = answer_scores([t for t, _ in decode(probs, self.meta)], self.t_va)
         return acc, cer, float(np.mean(self.loss_fn(self.y_va, probs)))
 
     def _rank(self, acc: float, cer: float, loss: float) -> tuple[float, float]:
@@ -432,7 +431,7 @@ class Validate(keras.callbacks.Callback):
                      + (f" chars {100 * (1 - cer):5.1f}%" if self.by_chars else "")
                      + f"{' *' if better else '  '}"
                      f"  {_fmt_time(time.time() - self.t0)}")
-        if epoch + 1 >= self.params["epochs"] // 2 and epoch - self.best_epoch >= self.patience:
+        if should_stop(epoch, self.best_epoch, self.params["epochs"], self.patience):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
@@ -484,6 +483,26 @@ def fit(model, meta, x_tr, y_tr, x_va, y_va, t_va, *, epochs, batch, lr, patienc
     return validate.last_epoch + 1, validate.best_epoch + 1, validate.best_acc
 
 
+def judged_by_chars(n_held_back: int) -> bool:
+    """Whether so few captchas are held back that epochs are judged by character errors."""
+    return n_held_back < FEW_HELD_BACK
+
+
+def should_stop(epoch: int, best_epoch: int, epochs: int, patience: int) -> bool:
+    """Early stopping: `patience` epochs without progress, and not in the first half of the run."""
+    return epoch + 1 >= epochs // 2 and epoch - best_epoch >= patience
+
+
+def default_patience(epochs: int) -> int:
+    return max(10, epochs // 4)
+
+
+def answer_scores(answers: list[str], truths: list[str]) -> tuple[float, float]:
+    """(whole-captcha accuracy, character error rate: edit distance over the truths' characters)."""
+    acc = float(np.mean([a == t for a, t in zip(answers, truths)]))
+    return acc, sum(edit_distance(a, t) for a, t in zip(answers, truths)) / max(1, sum(map(len, truths)))
+
+
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance: characters inserted, deleted or replaced to turn a into b."""
     row = list(range(len(b) + 1))
@@ -499,7 +518,7 @@ def _schedule(cfg: RetrainConfig, n_train: int, init=None) -> dict:
     batch = max(1, min(batch, n_train))
     steps = max(1, n_train // batch)
     epochs = cfg.epochs or int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps))))
-    patience = cfg.patience or max(10, epochs // 4)
+    patience = cfg.patience or default_patience(epochs)
     from_general = init is not None and init.mode == "finetune" and init.base_meta.architecture == "general"
     lr = cfg.lr or (GENERAL_LR if from_general else LR)
     return {"batch": batch, "steps": steps, "epochs": epochs, "patience": patience, "lr": lr}
@@ -611,7 +630,7 @@ def retrain(cfg: RetrainConfig):
             f"{p.typical_size[0]}x{p.typical_size[1]})")
         say(f"  split: {len(tr)} train / {len(va)} validation ({100 * cfg.val_share:g}% held back, "
             f"chosen by a hash of each image"
-            + ("; so few that epochs are judged by their character errors" if len(va) < FEW_HELD_BACK else "")
+            + ("; so few that epochs are judged by their character errors" if judged_by_chars(len(va)) else "")
             + ")")
         say(f"  start: {init.why}")
         say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), "
