@@ -63,7 +63,7 @@ ALPHABETS = (
 )
 LENGTHS = {3: 0.06, 4: 0.22, 5: 0.26, 6: 0.24, 7: 0.12, 8: 0.10}
 # Bumped whenever the drawing changes, so no cache holds pictures of an older mix.
-RENDER_VERSION = 2  # 2: strike-through polylines and scattered glyph edges
+RENDER_VERSION = 3  # 2: strike-through polylines and scattered glyph edges; 3: packed text
 
 
 @dataclass(frozen=True)
@@ -373,9 +373,24 @@ def _mix_params(rng: random.Random) -> dict:
 
 
 def _mix_extras(rng: random.Random) -> dict:
-    """Distortions added to the mix in RENDER_VERSION 2, drawn from their own stream
-    so that every other choice (and every held-out picture) stays as it was."""
-    return {"strike": rng.random() < 0.25, "scatter": rng.choice((1, 1, 2)) if rng.random() < 0.15 else 0}
+    """Distortions added to the mix since RENDER_VERSION 2, drawn from their own stream
+    so that every held-out picture stays as it was.
+
+    Version 3 adds packed text to a third of the mix: large glyphs that touch or
+    overlap, often bold, filling the canvas's height, with a line through them more
+    often than not -- the style of most server-side captcha libraries, which
+    version 2's mostly spaced-out glyphs rarely drew."""
+    e = {"strike": rng.random() < 0.25, "scatter": rng.choice((1, 1, 2)) if rng.random() < 0.15 else 0,
+         "packed": rng.random() < 0.35}
+    if e["packed"]:
+        e.update(advance=rng.uniform(0.5, 0.75), style=rng.choice(("bold", "bold", "plain")),
+                 fill=rng.uniform(0.85, 0.97), height=rng.uniform(0.78, 0.97),
+                 rotate=rng.choice((0, 5, 10, 15, 25)), jitter=rng.choice((0.0, 0.1, 0.2)),
+                 lines=rng.choice((0, 0, 1, 2)))
+        e["strike"] = e["strike"] or rng.random() < 0.45
+        e["scatter"] = e["scatter"] or (rng.choice((1, 1, 2)) if rng.random() < 0.3 else 0)
+        e["strike_width"] = rng.uniform(0.03, 0.09)  # of the canvas's height
+    return e
 
 
 def _mix_size(rng) -> tuple[int, int]:
@@ -456,6 +471,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
     layer = _text_layer(rng, text, paths, colours, size, p, bg_mean)
     # Fit the text into the canvas: keep its aspect within +-20 %, leave a margin.
     max_w, max_h = w * p["fill"], h * rng.uniform(0.6, 0.92)
+    if p.get("packed"):
+        max_h = h * p["height"]
     stretch = rng.uniform(0.8, 1.2)
     sx = max_w / layer.width
     sy = max_h / layer.height
@@ -476,7 +493,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
     im = im.convert("RGB")
     _noise(rng, im, p, base_col, light)
     if p["strike"]:
-        _strike(extra, im, (x, y, x + tw, y + th), base_col, extra.randint(1, max(1, h // 16)))
+        width = (max(1, round(h * p["strike_width"])) if p.get("packed") else extra.randint(1, max(1, h // 16)))
+        _strike(extra, im, (x, y, x + tw, y + th), base_col, width)
     if p["wave"]:
         im = _wave(rng, im, rng.uniform(0.03, 0.09) * h, rng.choice("yyx"))
     if p["perspective"]:
