@@ -148,3 +148,28 @@ def test_the_mix_carries_strike_throughs_and_scattered_edges_the_held_out_scheme
         for i in range(10):
             draw(RenderSpec(scheme=scheme), 3, i)
     assert calls == {"strike": 0, "scatter": 0}
+
+
+def test_a_third_of_the_mix_is_packed_text_whose_glyphs_touch():
+    """Renderer version 3: packed captchas (large, touching glyphs, most with a line through them)
+    are about a third of the mix, drawn from the extras stream the held-out schemes never read."""
+    import random
+
+    extras = [render._mix_extras(random.Random(f"render-extras:3:{i}")) for i in range(400)]
+    packed = [e for e in extras if e["packed"]]
+    assert 0.27 < len(packed) / len(extras) < 0.43
+    assert all(e["advance"] < 0.8 and e["height"] >= 0.78 and e["fill"] >= 0.85 for e in packed)
+    assert sum(e["strike"] for e in packed) / len(packed) > 0.45  # a line through most of them
+    fam = render.fonts(False)
+    path = fam[sorted(fam)[0]][0]
+    text = "mnhwb8"
+    glyphs = [render._glyph(None, ch, path, 60, (0, 0, 0), 0, "bold", (255, 255, 255)) for ch in text]
+    ink = sum((lambda b: b[2] - b[0])(g.getchannel("A").getbbox()) for g in glyphs)
+
+    def width(advance):
+        p = {**render._mix_params(random.Random(1)), "advance": advance, "rotate": 0, "scale": 0.0,
+             "jitter": 0.0, "style": "bold"}
+        return render._text_layer(random.Random(2), text, [path] * len(text), [(0, 0, 0)] * len(text), 60, p,
+                                  (255, 255, 255)).width
+
+    assert width(0.6) <= ink < 0.8 * width(1.0)  # packed neighbours touch; spaced ones do not
