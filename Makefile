@@ -90,7 +90,9 @@ general: venv fonts
 	  --train-size 150000 --epochs 3 --lr 7e-4 --seed 13
 	$(VENV)/bin/captchalens train $(GENERAL_FLAGS) --base $(RUNS)/general3 --out $(RUNS)/general4 \
 	  --train-size 150000 --epochs 3 --lr 5e-4 --seed 14
-	rm -rf captchalens/models/general && cp -r $(RUNS)/general4 captchalens/models/general
+	$(VENV)/bin/captchalens train $(GENERAL_FLAGS) --base $(RUNS)/general4 --out $(RUNS)/general5 \
+	  --train-size 120000 --epochs 3 --lr 5e-4 --seed 15
+	rm -rf captchalens/models/general && cp -r $(RUNS)/general5 captchalens/models/general
 	$(PY) -m captchalens.training.auto_rule
 	$(VENV)/bin/captchalens convert --model captchalens/models/general
 
