@@ -67,7 +67,7 @@ model: venv
 # The universal reader (issue 9): CTC over 0-9A-Za-z, 3-8 characters, 160x48 input,
 # trained on the broad renderer's mix (80 %) and `captcha` images (20 %) with augmentation.
 # Resumable: run the same command again after an interruption (checkpoints in
-# $(RUNS)/<out>.work/). Three stages, timed on this 2-core CPU (shared with test runs at
+# $(RUNS)/<out>.work/). Five stages, timed on this 2-core CPU (shared with test runs at
 # times): from scratch, 200k captchas x 3 epochs (42 min, after ~25 min of rendering); then
 # on from it with --base over 150k new captchas x 4 epochs at lr 1e-3 (56 min), and over 150k
 # more x 3 epochs at lr 7e-4 (41 min), each after ~15 min of rendering. Validation (the same
@@ -76,6 +76,8 @@ model: venv
 # strike-through polylines and scattered glyph edges to the mix (a rerun renders them in every
 # stage). Stage 4, the first on version 2: 150k more x 3 epochs at lr 5e-4 (51 min after 24 of
 # rendering); its validation set, drawn by version 2 and so harder, 43.9 % ignoring case.
+# Stage 5, the first on version 3 (packed text): 120k more x 3 epochs at lr 5e-4 (51 min after 17
+# of rendering); validation (drawn by version 3) 44.4 % ignoring case.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 GENERAL_FLAGS := --arch general --width-mult 0.75 --name general --charset $(GENERAL_CHARSET) --length 3-8 \

@@ -446,7 +446,7 @@ def draw(spec: RenderSpec, seed: int, index: int):
         if s["family"] not in fams:
             raise FontsMissing(f"font family {s['family']!r} is not installed: run `make fonts`")
         p = {**_mix_params(rng), **s["params"], "size": 0.8, "scale": 0.05, "fill": 0.85, "shadow": False,
-             "strike": False, "scatter": 0}
+             "strike": False, "scatter": 0, "packed": False}
         extra = None
         w, h = s["size"]
         n = s["length"] if isinstance(s["length"], int) else rng.randint(*s["length"])
@@ -471,7 +471,7 @@ def draw(spec: RenderSpec, seed: int, index: int):
     layer = _text_layer(rng, text, paths, colours, size, p, bg_mean)
     # Fit the text into the canvas: keep its aspect within +-20 %, leave a margin.
     max_w, max_h = w * p["fill"], h * rng.uniform(0.6, 0.92)
-    if p.get("packed"):
+    if p["packed"]:
         max_h = h * p["height"]
     stretch = rng.uniform(0.8, 1.2)
     sx = max_w / layer.width
@@ -493,7 +493,7 @@ def draw(spec: RenderSpec, seed: int, index: int):
     im = im.convert("RGB")
     _noise(rng, im, p, base_col, light)
     if p["strike"]:
-        width = (max(1, round(h * p["strike_width"])) if p.get("packed") else extra.randint(1, max(1, h // 16)))
+        width = (max(1, round(h * p["strike_width"])) if p["packed"] else extra.randint(1, max(1, h // 16)))
         _strike(extra, im, (x, y, x + tw, y + th), base_col, width)
     if p["wave"]:
         im = _wave(rng, im, rng.uniform(0.03, 0.09) * h, rng.choice("yyx"))
