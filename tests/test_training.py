@@ -147,7 +147,44 @@ def test_a_base_model_of_other_settings_is_refused_clearly(tmp_path, tiny_model)
         train_generated(TrainConfig(out=str(tmp_path / "m"), base=str(tiny_model), charset="0123456789",
                                     width_mult=0.25, train_size=64, val_size=16, epochs=1, verbose=0,
                                     workers=1))
-    with pytest.raises(ContractError, match="layers differ"):
-        train_generated(TrainConfig(out=str(tmp_path / "m"), base=str(tiny_model), width_mult=0.5,
+    with pytest.raises(ContractError, match="cannot be grown"):  # narrower than the base
+        train_generated(TrainConfig(out=str(tmp_path / "m"), base=str(tiny_model), width_mult=0.125,
                                     train_size=64, val_size=16, epochs=1, verbose=0, workers=1))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("arch", ["general", "ctc"])
+def test_a_wider_model_grown_from_a_narrower_one_reads_exactly_as_it_did(arch):
+    """--base with a larger --width-mult (the general reader's stage 6): the grown model starts
+    from the base's function, not from scratch, and its new channels are free to learn."""
+    from captchalens.training.train import make_meta
+
+    meta = make_meta(TrainConfig(arch=arch, length=4, max_length=6))
+    keras.utils.set_random_seed(3)
+    base = networks.build(arch, meta, width=0.5)
+    rng = np.random.default_rng(0)
+    for layer in base.layers:  # trained-looking batch-norm statistics, not the identity it starts as
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, g.shape), rng.normal(0, 0.3, b.shape),
+                               rng.normal(0, 0.3, m.shape), rng.uniform(0.5, 2, v.shape)])
+    wide = networks.build(arch, meta, width=0.75)
+    grown = networks.widen_from(wide, base)
+    assert wide.count_params() > 1.5 * base.count_params() and "stem" in grown
+    x = rng.uniform(0, 1, (8, meta.input_height, meta.input_width, meta.input_channels)).astype(np.float32)
+    np.testing.assert_allclose(wide.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-4)
+    stem = wide.get_layer("stem").get_weights()[0]
+    new = stem[..., base.get_layer("stem").filters:]
+    assert new.std() > 0 and not np.allclose(new[..., 0], new[..., 1])  # random, not zero or copies
+    with pytest.raises(ValueError, match="does not fit"):
+        networks.widen_from(networks.build(arch, meta, width=0.25), base)
+
+
+def test_a_model_that_flattens_before_its_dense_layer_is_not_widened():
+    """The fixed-length models' dense layer reads columns x channels interleaved: a grown copy
+    would read garbage, so widening says so instead."""
+    from captchalens.training.train import make_meta
+
+    meta = make_meta(TrainConfig(arch="small", length=4))
+    with pytest.raises(ValueError, match="cannot be widened"):
+        networks.widen_from(networks.build("small", meta, width=0.5), networks.build("small", meta, width=0.25))

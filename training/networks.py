@@ -196,3 +196,61 @@ def count_macs(model) -> int:
         elif isinstance(layer, L.Dense):
             total += int(tf.reduce_prod(layer.kernel.shape))
     return int(total)
+
+
+# ---- widening --------------------------------------------------------------
+
+def widen_from(model, base) -> list[str]:
+    """Copy a narrower `base` of the same architecture into `model` (built with a
+    larger width multiplier) so that `model` computes exactly what `base` does:
+    every old weight kept in the leading slice of its tensor; weights that read a
+    new input channel are zero, so the new channels change nothing until training
+    gives them a use; the rest (what writes the new channels) keeps `model`'s own
+    random initialization, so they start out different from one another.
+    Returns the names of the widened layers; ValueError when the two differ in
+    anything but channel counts."""
+    if any(isinstance(layer, L.Flatten) for layer in model.layers) and \
+            [w.shape for w in model.get_weights()] != [w.shape for w in base.get_weights()]:
+        # Its dense layer reads columns x channels interleaved: new channels land between old ones.
+        raise ValueError(f"{model.name} flattens its features before a dense layer, so it cannot be widened")
+    grown = []
+    for layer in model.layers:
+        new = layer.get_weights()
+        if not new:
+            continue
+        try:
+            old = base.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise ValueError(f"the base model has no layer {layer.name!r}") from None
+        if len(old) != len(new) or any(o.ndim != n.ndim or any(a > b for a, b in zip(o.shape, n.shape))
+                                       for o, n in zip(old, new)):
+            raise ValueError(f"layer {layer.name!r}: {[o.shape for o in old]} does not fit in "
+                             f"{[n.shape for n in new]}")
+        if all(o.shape == n.shape for o, n in zip(old, new)):
+            layer.set_weights(old)
+            continue
+        out = []
+        for i, (o, n) in enumerate(zip(old, new)):
+            w = n.copy()
+            w[tuple(slice(0, s) for s in o.shape)] = o
+            axis = _input_axis(layer, i, w.ndim)
+            if axis is not None and w.shape[axis] > o.shape[axis]:
+                cut = [slice(None)] * w.ndim
+                cut[axis] = slice(o.shape[axis], None)
+                w[tuple(cut)] = 0.0
+            out.append(w)
+        layer.set_weights(out)
+        grown.append(layer.name)
+    return grown
+
+
+def _input_axis(layer, index: int, ndim: int) -> int | None:
+    """The axis of weight `index` of `layer` that runs over the layer's input channels,
+    for the weights through which a new input channel would reach the output."""
+    if isinstance(layer, L.SeparableConv2D):
+        # depthwise [kh, kw, cin, mult] reads one channel each: it stays random, and the
+        # pointwise [1, 1, cin * mult, cout] rows of new channels are zero.
+        return 2 if index == 1 else None
+    if isinstance(layer, (L.Conv2D, L.Conv1D, L.Dense)) and index == 0:
+        return ndim - 2
+    return None  # biases, batch-norm statistics: per output channel

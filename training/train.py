@@ -308,12 +308,19 @@ def continue_from(model, meta: ModelMeta, base_dir: str | os.PathLike) -> dict:
     base_dir = Path(base_dir)
     bmeta = check_base(meta, base_dir)
     base = load_keras(base_dir / bmeta.files.get("keras", KERAS_FILE))  # runs nothing it holds
-    if [w.shape for w in base.get_weights()] != [w.shape for w in model.get_weights()]:
+    record = {"folder": base_dir.name, "name": bmeta.name, "trained_on": bmeta.trained_on,
+              "metrics": bmeta.metrics}
+    if [w.shape for w in base.get_weights()] == [w.shape for w in model.get_weights()]:
+        model.set_weights(base.get_weights())
+        return record
+    try:  # a larger --width-mult: grown so that it starts out reading exactly as the base does
+        grown = networks.widen_from(model, base)
+    except ValueError as e:
         raise ContractError(f"{base_dir}: cannot continue from this model: its layers differ "
-                            f"(another --width-mult?)")
-    model.set_weights(base.get_weights())
-    return {"folder": base_dir.name, "name": bmeta.name, "trained_on": bmeta.trained_on,
-            "metrics": bmeta.metrics}
+                            f"and cannot be grown into this one's: {e}") from None
+    record["widened"] = {"from_params": int(base.count_params()), "to_params": int(model.count_params()),
+                         "layers": len(grown)}
+    return record
 
 
 def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: ModelMeta, dist=None):
