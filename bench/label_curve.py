@@ -27,6 +27,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,9 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="the reader to start from (default: the shipped general)")
     ap.add_argument("--no-ddddocr", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per label count, each on another draw of the N labels and another "
+                         "training seed; the table gives the median and the range (default 1)")
     args = ap.parse_args()
     from captchalens.cli import main as captchalens
     from captchalens.paths import GENERAL_MODEL
@@ -171,13 +175,18 @@ def main() -> int:
                 if n == 0:
                     row["0"] = {**read_test(base, test), "seconds": 0}
                 else:
-                    folder = _subset(pool_dir, pool[:n], work / name / f"labels-{n}")
-                    out = work / name / f"model-{n}"
-                    code = captchalens(["train", "--data", str(folder), "--out", str(out), "--base", str(base)])
-                    if code:
-                        row[str(n)] = {"error": f"train exited {code}"}
-                        continue
-                    row[str(n)] = {**read_test(out, test), "seconds": round(time.time() - t0, 1)}
+                    runs_n = []
+                    for r in range(args.repeats):
+                        t0 = time.time()
+                        labels = pool[:n] if r == 0 else random.Random(ORDER_SEED + r).sample(pool, n)
+                        folder = _subset(pool_dir, labels, work / name / f"labels-{n}-{r}")
+                        out = work / name / f"model-{n}-{r}"
+                        code = captchalens(["train", "--data", str(folder), "--out", str(out), "--base", str(base)]
+                                           + (["--seed", str(r)] if r else []))
+                        runs_n.append({"error": f"train exited {code}"} if code else
+                                      {**read_test(out, test), "seconds": round(time.time() - t0, 1)})
+                        shutil.rmtree(out, ignore_errors=True)
+                    row[str(n)] = summarize(runs_n)
                 print(name, n, {k: v for k, v in row[str(n)].items() if k != "examples"}, flush=True)
                 results.setdefault("cpu", {})[base.name] = cpu()
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -188,12 +197,33 @@ def main() -> int:
     return 0
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One label count's runs: the first run's record, or with several, the median run's
+    figures and every run's (repeat 0 is the run a single pass makes: the first N labels)."""
+    ok = [r for r in runs if "nocase" in r]
+    if len(runs) == 1 or not ok:
+        return runs[0]
+    mid = sorted(ok, key=lambda r: r["nocase"])[(len(ok) - 1) // 2]
+    return {**mid, "seconds": round(statistics.median(r["seconds"] for r in ok), 1),
+            "repeats": [{k: v for k, v in r.items() if k != "examples"} for r in runs]}
+
+
+def _cell(r: dict) -> str:
+    cell = f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)"
+    reps = [x["nocase"] for x in r.get("repeats", []) if "nocase" in x]
+    if len(reps) > 1:
+        cell += f" [{100 * min(reps):.1f}–{100 * max(reps):.1f}, {len(reps)} runs]"
+    return cell
+
+
 def write_report(results: dict) -> None:
     lines = [
         "## Label curve (bench/label_curve.py)", "",
         "Whole-captcha accuracy on test captchas never labelled, ignoring "
         "case (exact in brackets). Zero-shot = the starting model as it is; N labels = `captchalens train "
-        "--data` with its defaults on N labelled captchas, fine-tuning that model (`--base`).", ""]
+        "--data` with its defaults on N labelled captchas, fine-tuning that model (`--base`). With "
+        "several runs (`--repeats`: another draw of the N labels and another seed each), the median "
+        "run, then the range of all runs in square brackets.", ""]
     dddd = results.get("ddddocr", {})
     for base, runs in results["runs"].items():
         sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
@@ -210,7 +240,7 @@ def write_report(results: dict) -> None:
                 if not r or "nocase" not in r:
                     cells.append("—" if not r else r.get("error", "—"))
                 else:
-                    cells.append(f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)")
+                    cells.append(_cell(r))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Train time per run (s): " + "; ".join(
             f"{name}: " + ", ".join(f"{n}→{row[str(n)].get('seconds')}" for n in sizes if str(n) in row and n)
