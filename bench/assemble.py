@@ -1,12 +1,16 @@
 """Build bench/README.md from the per-benchmark reports in bench/results/.
 
 Each benchmark script writes its own bench/results/<topic>.md with the figures
-it measured; this only stitches them together in a fixed order.
+it measured; this only stitches them together in a fixed order. What a person
+wrote about a report (how to read it, what it means) lives beside it in
+bench/results/<topic>.notes.md and follows its section, so rerunning a bench
+rewrites the figures without losing the reading.
 """
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain", "label_curve"]
+ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain", "label_curve",
+         "epoch_choice", "zero_shot_variants", "browser_general"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores, no
@@ -25,15 +29,23 @@ script; then `python bench/assemble.py` rebuilds this file.
 | Local host (HTTP) | `bench/host_bench.py` |
 | Native messaging vs HTTP | `bench/native_bench.py` |
 | Retraining on a folder | `bench/retrain_bench.py` |
+| Label curve (labels -> accuracy) | `bench/label_curve.py` |
+| Which epoch to keep | `bench/epoch_choice.py` |
+| Zero-shot variants of the general reader | `bench/zero_shot_variants.py` |
+| In-browser, general reader | `bench/browser_bench.py --model captchalens/models/general` |
 """
 
 
 def main() -> None:
     parts = [HEADER]
-    files = {p.stem: p for p in (HERE / "results").glob("*.md")}
+    results = HERE / "results"
+    files = {p.stem: p for p in results.glob("*.md") if not p.name.endswith(".notes.md")}
     for name in ORDER + sorted(set(files) - set(ORDER)):
         if name in files:
             parts.append(files[name].read_text().strip() + "\n")
+            notes = results / f"{name}.notes.md"
+            if notes.exists():
+                parts.append(notes.read_text().strip() + "\n")
     (HERE / "README.md").write_text("\n".join(parts))
     print(f"wrote {HERE / 'README.md'} from {len(files)} report(s)")
 
