@@ -243,6 +243,10 @@ def test_too_few_images_bad_names_or_places_stop_before_training(tmp_path):
     with pytest.raises(DataError, match="docs exists and is not a model folder: refusing to replace it"):
         captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "docs"), *TINY)
     assert (tmp_path / "docs" / "thesis.txt").is_file()
+    for bad_anchor in ("-0.1", "nan"):
+        with pytest.raises(DataError, match=f"--anchor {bad_anchor}: must be 0 .off. or a positive strength"):
+            captchalens("train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "m"),
+                        "--anchor", bad_anchor, *TINY)
     with pytest.raises(DataError, match="no such folder"):
         captchalens("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"), *TINY)
     assert not (tmp_path / "m").exists()
@@ -416,3 +420,38 @@ def test_few_held_back_captchas_judge_epochs_by_character_errors_many_by_whole_c
         assert best == 0 and acc == 2 / n  # enough captchas: whole-captcha accuracy decides
     # ties go to the lower loss either way; and a later epoch no better is not kept
     assert _judge(n, [(steady, 2.0), (steady, 1.5), (steady, 3.0)], tmp_path / "ties")[0] == 1
+
+
+def test_the_anchor_holds_fine_tuned_weights_near_the_base(tmp_path, capsys):
+    """L2-SP: the same fine-tune (same data, seed, a learning rate that moves weights far),
+    with and without the pull toward the base's weights; with it, every copied layer stays
+    nearer its start while training, and the run says and records what was anchored."""
+    from captchalens.paths import GENERAL_MODEL
+
+    write_captchas(tmp_path / "mine", 24, charset="pq34", length=(5, 5), size=(160, 50))
+    base = Solver(GENERAL_MODEL).model
+    layers = ("stem", "sep3a", "context")
+    start = {name: base.get_layer(name).get_weights()[0] for name in layers}
+
+    def drift(anchor):
+        seen = {}
+
+        def measure(epoch, logs):  # after the last epoch: how far each kernel has moved
+            for name in layers:
+                seen[name] = float(np.sum((cb.model.get_layer(name).get_weights()[0] - start[name]) ** 2))
+
+        cb = keras.callbacks.LambdaCallback(on_epoch_end=measure)
+        out = tmp_path / f"a{anchor}"
+        retrain(RetrainConfig(data=str(tmp_path / "mine"), out=str(out), epochs=8, lr=1e-2, anchor=anchor,
+                              augment=False, extra_callbacks=[cb]))
+        return seen, load_meta(out), capsys.readouterr().out
+
+    free, meta_free, printed_free = drift(0.0)
+    held, meta_held, printed_held = drift(10.0)
+    for name in layers:  # (the pull starts at zero: the first steps move both runs alike)
+        assert 0 < held[name] < 0.7 * free[name], (name, held, free)
+    assert meta_free.trained_on["anchor"] is None and "L2-SP" not in printed_free
+    assert meta_held.trained_on["anchor"]["strength"] == 10.0
+    assert meta_held.trained_on["anchor"]["weights"] == sum(  # every trainable weight: all were copied
+        int(np.prod(v.shape)) for v in Solver(tmp_path / "a10.0").model.trainable_weights)
+    assert "weights pulled toward the base's (L2-SP 10)" in printed_held

@@ -113,6 +113,9 @@ def register(sub) -> None:
                           "your previous model of the same site to refine it with new samples). "
                           "Without --data: a model of the same settings to go on training on newly "
                           "generated captchas (how the default model's second stage is made)")
+    own.add_argument("--anchor", type=float, default=None,
+                     help="when fine-tuning, pull the weights toward the base's: L2-SP strength "
+                          "(default: the general reader's measured choice, 0 from other bases; 0 = off)")
     own.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random shifts, zoom, rotation, "
                           "contrast and noise)")

@@ -58,6 +58,11 @@ GENERAL_LR = 5e-4
 # 72.4 % (whole-captcha kept a lucky epoch 17 of a run that only ever lost ground), the six others
 # the same epoch.
 FEW_HELD_BACK = 50
+# Fine-tuning the general reader: an L2 pull of every copied weight back toward its starting
+# value (L2-SP, Li et al. 2018), so that a few hundred labels adapt the reader rather than
+# overwrite what it reads. Strength per summed squared distance; 0 = off (chosen in
+# bench/results/anchor.md).
+GENERAL_ANCHOR = 0.0
 RARE = 5  # a character seen fewer times than this in training is flagged
 BN_MOMENTUM = 0.9  # batch-norm running statistics keep up with few steps per epoch (Keras: 0.99)
 # Layers of the default model's trunk (training/networks.py); copied when fine-tuning.
@@ -89,6 +94,7 @@ class RetrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    anchor: float | None = None  # L2-SP strength toward the base's weights (None: GENERAL_ANCHOR / 0)
     patience: int | None = None
     seed: int = 1
     augment: bool = True
@@ -337,6 +343,22 @@ def transfer(model, base, copy_head: bool = False, charsets: tuple[str, str] | N
     return copied
 
 
+def anchor_to_start(model, copied: list[str], strength: float) -> int:
+    """L2-SP: add strength x the summed squared distance of each copied layer's trainable
+    weights from their values now (the base's, just copied) to the model's loss. Returns how
+    many weights are anchored (0 when strength is 0)."""
+    if not strength:
+        return 0
+    names = {c.split(" ", 1)[0] for c in copied}
+    pairs = [(v, tf.constant(v.numpy())) for layer in model.layers if layer.name in names
+             for v in layer.trainable_weights]
+    if not pairs:
+        return 0
+    k = tf.constant(float(strength))
+    model.add_loss(lambda: k * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in pairs]))
+    return int(sum(np.prod(v.shape) for v, _ in pairs))
+
+
 def _copy_columns(src, dst, base_charset: str, charset: str) -> bool:
     """CTC classifiers [d, len(charset) + 1]: copy the columns of shared characters and the blank."""
     (wk, wb), (dk, db) = src.get_weights(), dst.get_weights()
@@ -521,7 +543,9 @@ def _schedule(cfg: RetrainConfig, n_train: int, init=None) -> dict:
     patience = cfg.patience or default_patience(epochs)
     from_general = init is not None and init.mode == "finetune" and init.base_meta.architecture == "general"
     lr = cfg.lr or (GENERAL_LR if from_general else LR)
-    return {"batch": batch, "steps": steps, "epochs": epochs, "patience": patience, "lr": lr}
+    anchor = cfg.anchor if cfg.anchor is not None else (GENERAL_ANCHOR if from_general else 0.0)
+    return {"batch": batch, "steps": steps, "epochs": epochs, "patience": patience, "lr": lr,
+            "anchor": anchor}
 
 
 def _fingerprint(*parts) -> str:
@@ -569,6 +593,8 @@ def retrain(cfg: RetrainConfig):
         raise DataError(f"{e}; choose one with --name") from None
     if not 0.0 < cfg.val_share <= 0.5:
         raise DataError(f"--val-share {cfg.val_share}: must be above 0 and at most 0.5")
+    if cfg.anchor is not None and not (math.isfinite(cfg.anchor) and cfg.anchor >= 0):
+        raise DataError(f"--anchor {cfg.anchor:g}: must be 0 (off) or a positive strength")
     if cfg.charset is not None and len(set(cfg.charset)) != len(cfg.charset):
         raise DataError(f"--charset {cfg.charset!r} repeats characters")
     out = Path(cfg.out).resolve()
@@ -635,7 +661,9 @@ def retrain(cfg: RetrainConfig):
         say(f"  start: {init.why}")
         say(f"  schedule: up to {sched['epochs']} epoch(s) of {sched['steps']} step(s), "
             f"batch {sched['batch']}, peak learning rate {sched['lr']:g}, early stop after "
-            f"{sched['patience']} epochs without progress, augmentation {'on' if cfg.augment else 'off'}")
+            f"{sched['patience']} epochs without progress, augmentation {'on' if cfg.augment else 'off'}"
+            + (f", weights pulled toward the base's (L2-SP {sched['anchor']:g})"
+               if sched["anchor"] and init.mode == "finetune" else ""))
         for n in notes:
             say(f"  note: {n}")
 
@@ -660,6 +688,7 @@ def retrain(cfg: RetrainConfig):
         copied = (transfer(model, init.base_model, init.copy_head,
                            (init.base_meta.charset, meta.charset) if ctc_pair else None)
                   if init.mode == "finetune" else [])
+        anchored = anchor_to_start(model, copied, sched["anchor"]) if copied else 0
     init.base_model = None
     work = Path(cfg.work_dir or str(out) + ".work").resolve()
     fingerprint = _fingerprint(meta.to_json(), report.files, texts, cfg.seed, cfg.split_seed,
@@ -705,6 +734,7 @@ def retrain(cfg: RetrainConfig):
                  "description": init.why},
         "width_mult": width, "epochs": sched["epochs"], "epochs_run": epochs_run, "best_epoch": best_epoch,
         "batch_size": sched["batch"], "lr": sched["lr"], "patience": sched["patience"],
+        "anchor": {"strength": sched["anchor"], "weights": anchored} if anchored else None,
         "augment": AugmentSpec().to_json() if cfg.augment else None,
         "train_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
     }
@@ -750,7 +780,7 @@ def config_from_args(args, strategy: str | None = None) -> RetrainConfig:
         input_size=tuple(args.input) if getattr(args, "input", None) else None,
         width_mult=getattr(args, "width_mult", None), val_share=getattr(args, "val_share", 0.15),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-        seed=args.seed, augment=not getattr(args, "no_augment", False),
+        anchor=getattr(args, "anchor", None), seed=args.seed, augment=not getattr(args, "no_augment", False),
         verbose=True, strategy=strategy, work_dir=getattr(args, "work_dir", None),
         peer_timeout=getattr(args, "peer_timeout", distribute.PEER_TIMEOUT))
 
