@@ -85,6 +85,10 @@ model: venv
 # Stage 8 grows it to width 1.0 (442k parameters, 39.3 M multiply-adds) and trains 120k more x 3
 # epochs at lr 5e-4 (19 min after 6 of rendering), validation 47.0 % ignoring case on its own
 # set; zero-shot captcha_images_v2 53.1 -> 54.1 %.
+# A stage 9 on from it (120k more x 3 epochs at lr 4e-4, 19 min after 6 of rendering; validation
+# 48.7 % on its own set) was tried and not kept: zero-shot captcha_images_v2 54.1 -> 52.5 %,
+# mono-dark 91.4 -> 91.8, casual-colour 35.4 -> 36.6, serif-wave 76.4 -> 75.8 (mean 64.3 -> 64.2):
+# width 1.0 has stopped gaining from more of the same mix.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 GENERAL_FLAGS := --arch general --width-mult 0.75 --name general --charset $(GENERAL_CHARSET) --length 3-8 \

@@ -10,7 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain", "label_curve",
-         "epoch_choice", "zero_shot_variants", "browser_general"]
+         "epoch_choice", "anchor", "zero_shot_variants", "browser_general"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores, no
@@ -31,6 +31,7 @@ script; then `python bench/assemble.py` rebuilds this file.
 | Retraining on a folder | `bench/retrain_bench.py` |
 | Label curve (labels -> accuracy) | `bench/label_curve.py` |
 | Which epoch to keep | `bench/epoch_choice.py` |
+| Pulling fine-tuned weights toward the base | `bench/anchor.py` |
 | Zero-shot variants of the general reader | `bench/zero_shot_variants.py` |
 | In-browser, general reader | `bench/browser_bench.py --model captchalens/models/general` |
 """
