@@ -3,12 +3,12 @@
 few labels loses ground: label_curve's data sets and label counts, the same
 labels, seed and test captchas, each strength in the same session.
 
-    nice -n 5 .venv/bin/python bench/anchor.py                        # ~30 min on 2 cores
+    nice -n 5 .venv/bin/python bench/anchor.py                        # ~25 min on 2 cores
     .venv/bin/python bench/anchor.py --strengths 0,0.01 --cases serif-wave:200
 
 Each case is `captchalens train --data <N labels> --base <general> --anchor S`
-exactly as a user types it (the other flags its defaults), then a read of the
-500 (captcha_images_v2: 520) test captchas, whole captcha ignoring case.
+exactly as a user types it (the other flags its defaults), then a read of
+label_curve's test captchas (never labelled), whole captcha ignoring case.
 Results: bench/results/anchor.json and anchor.md.
 """
 from __future__ import annotations

@@ -115,7 +115,7 @@ def register(sub) -> None:
                           "generated captchas (how the default model's second stage is made)")
     own.add_argument("--anchor", type=float, default=None,
                      help="when fine-tuning, pull the weights toward the base's: L2-SP strength "
-                          "(default: the general reader's measured choice, 0 from other bases; 0 = off)")
+                          "(default 0 = off; bench/results/anchor.md measures 0.01 and 0.1)")
     own.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random shifts, zoom, rotation, "
                           "contrast and noise)")
