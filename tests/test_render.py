@@ -173,3 +173,66 @@ def test_a_third_of_the_mix_is_packed_text_whose_glyphs_touch():
                                   (255, 255, 255)).width
 
     assert width(0.6) <= ink < 0.8 * width(1.0)  # packed neighbours touch; spaced ones do not
+
+
+def test_a_lead_line_starts_at_the_left_edge_and_runs_through_the_text_to_the_right():
+    import random
+
+    from PIL import Image
+
+    for i in range(20):
+        im = Image.new("RGB", (200, 60), (255, 255, 255))
+        box = (40, 15, 150, 45)
+        render._lead(random.Random(i), im, box, (0, 0, 0), 2)
+        ink = np.argwhere(_grey(im) < 128)
+        assert ink[:, 1].min() <= 0.04 * 200 + 2  # from the canvas's left edge
+        assert ink[:, 1].max() >= 150  # past the text's right end
+        inside = ink[(ink[:, 1] >= 40) & (ink[:, 1] <= 150)]
+        assert inside[:, 0].min() >= 15 - 2 and inside[:, 0].max() <= 45 + 2  # through the text's band
+
+
+@pytest.mark.parametrize("motion", [False, True])
+def test_smeared_strokes_keep_the_layer_size_and_thicken_the_ink(motion):
+    import random
+
+    fam = render.fonts(False)
+    path = fam[sorted(fam)[0]][0]
+    layer = render._glyph(None, "n", path, 60, (0, 0, 0), 0, "plain", (255, 255, 255))
+    out = render._smear(random.Random(0), layer, 3, 5, motion)
+    a, b = np.asarray(layer.getchannel("A")) > 127, np.asarray(out.getchannel("A")) > 127
+    assert out.size == layer.size
+    assert b.sum() > 1.15 * a.sum()  # thicker strokes
+    assert np.array_equal(np.asarray(out)[..., :3][b].max(0), [0, 0, 0])  # still the text's colour
+
+
+def test_version_4_smears_ramps_and_leads_part_of_the_mix_and_never_a_held_out_scheme(monkeypatch):
+    import random
+
+    v4 = [render._mix_v4(random.Random(f"render-v4:3:{i}")) for i in range(1000)]
+    assert 0.15 < sum(bool(e["smear"]) for e in v4) / 1000 < 0.25
+    assert 0.08 < sum(e["ramp"] for e in v4) / 1000 < 0.16
+    assert 0.15 < sum(e["lead"] for e in v4) / 1000 < 0.25
+    calls = {"smear": 0, "lead": 0, "ramp": 0}
+    for name in calls:
+        real = getattr(render, f"_{name}")
+        monkeypatch.setattr(render, f"_{name}", lambda *a, _r=real, _n=name: calls.__setitem__(_n, calls[_n] + 1) or _r(*a))
+    for i in range(80):
+        draw(RenderSpec(), 3, i)
+    assert calls["smear"] >= 6 and calls["lead"] >= 6 and calls["ramp"] >= 3
+    calls.update(smear=0, lead=0, ramp=0)
+    for scheme in HELD_OUT:
+        for i in range(10):
+            draw(RenderSpec(scheme=scheme), 3, i)
+    assert calls == {"smear": 0, "lead": 0, "ramp": 0}
+
+
+def test_a_ramp_is_a_light_background_brightening_steadily_to_one_side():
+    import random
+
+    for i in range(20):
+        g = _grey(render._ramp(random.Random(i), 120, 30))
+        cols = g.mean(0)
+        assert g.min() >= 130 and np.allclose(g, cols[None], atol=1)  # light; one level per column
+        d = np.diff(cols)
+        assert (d >= -1).all() or (d <= 1).all()  # monotone
+        assert abs(cols[-1] - cols[0]) > 10

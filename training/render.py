@@ -15,7 +15,11 @@ never seen (the `general` model):
   shadowed text, per-character colours;
 * noise lines, curves through the text, arcs and dots, and strike-through
   polylines across the whole text;
-* scattered ("hairy") glyph edges, where each text pixel is moved a pixel or two;
+* scattered ("hairy") glyph edges, where each text pixel is moved a pixel or two,
+  and smeared strokes, where the text is stamped several times a pixel or three
+  apart (at random or along one direction, like motion blur);
+* lead lines: a polyline that starts at the canvas's left edge with a hook and
+  runs through the text to the right edge;
 * sine-wave and perspective warps, blur and JPEG artefacts;
 * sizes from about 60x20 to 300x100.
 
@@ -63,7 +67,9 @@ ALPHABETS = (
 )
 LENGTHS = {3: 0.06, 4: 0.22, 5: 0.26, 6: 0.24, 7: 0.12, 8: 0.10}
 # Bumped whenever the drawing changes, so no cache holds pictures of an older mix.
-RENDER_VERSION = 3  # 2: strike-through polylines and scattered glyph edges; 3: packed text
+# 2: strike-through polylines and scattered glyph edges; 3: packed text; 4: smeared strokes,
+# grey ramp backgrounds and hooked lead lines
+RENDER_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,53 @@ def _strike(rng, im: Image.Image, box: tuple[int, int, int, int], colour, width:
     ImageDraw.Draw(im).line(list(zip(xs.tolist(), ys)), fill=colour, width=width, joint="curve")
 
 
+def _smear(rng, layer: Image.Image, radius: int, copies: int, motion: bool) -> Image.Image:
+    """Stamp the text layer `copies` times, each up to `radius` pixels from where it was
+    drawn -- at random, or spread along one direction like a motion blur: strokes turn
+    thick and streaky, neighbouring glyphs run into each other.  The layer keeps its size."""
+    w, h = layer.size
+    out = Image.new("RGBA", (w + 2 * radius, h + 2 * radius), (0, 0, 0, 0))
+    angle = rng.uniform(0, math.pi)
+    for k in range(copies):
+        if motion:
+            t = radius * (2 * k / max(1, copies - 1) - 1)
+            dx, dy = round(t * math.cos(angle)), round(t * math.sin(angle))
+        else:
+            dx, dy = rng.randint(-radius, radius), rng.randint(-radius, radius)
+        stamp = layer
+        if k and rng.random() < 0.5:  # some stamps fainter
+            stamp = layer.copy()
+            stamp.putalpha(layer.getchannel("A").point(lambda a, f=rng.uniform(0.4, 0.9): int(a * f)))
+        out.alpha_composite(stamp, (radius + dx, radius + dy))
+    return out.resize((w, h), Image.BILINEAR)
+
+
+def _lead(rng, im: Image.Image, box: tuple[int, int, int, int], colour, width: int) -> None:
+    """A line from the canvas's left edge to near its right edge: it starts with a short
+    hook above or below the text, enters the text's band at its left and runs through it in
+    2-4 segments."""
+    w, h = im.size
+    x0, y0, x1, y1 = box
+    band = lambda: rng.uniform(y0 + 0.2 * (y1 - y0), y1 - 0.2 * (y1 - y0))  # noqa: E731
+    start = (rng.uniform(0, 0.04 * w), rng.choice((rng.uniform(0, y0 + 0.1 * h), rng.uniform(y1 - 0.1 * h, h))))
+    entry = (rng.uniform(max(start[0] + 2, x0 - 0.08 * w), x0 + 0.12 * (x1 - x0) + 2), band())
+    n = rng.randint(2, 4)
+    xs = np.linspace(entry[0], rng.uniform(max(entry[0] + 1, min(w - 1, x1 + 0.1 * w)), w), n + 1)[1:]
+    pts = [start, entry] + [(float(x), band()) for x in xs]
+    ImageDraw.Draw(im).line(pts, fill=colour, width=width, joint="curve")
+
+
+def _ramp(rng, w: int, h: int) -> Image.Image:
+    """A light grey-ish background darkest at one side: a horizontal ramp."""
+    dark, bright = rng.uniform(150, 215), rng.uniform(228, 255)
+    tint = np.array([rng.uniform(-12, 12) for _ in range(3)], np.float32)
+    t = np.linspace(0, 1, w, dtype=np.float32) ** rng.uniform(0.5, 1.5)
+    if rng.random() < 0.3:
+        t = t[::-1]
+    row = np.clip(dark + (bright - dark) * t[:, None] + tint[None], 0, 255)
+    return Image.fromarray(np.broadcast_to(row[None], (h, w, 3)).astype(np.uint8))
+
+
 def _wave(rng, im: Image.Image, amp: float, axis: str) -> Image.Image:
     arr = np.asarray(im)
     h, w = arr.shape[:2]
@@ -393,6 +446,18 @@ def _mix_extras(rng: random.Random) -> dict:
     return e
 
 
+def _mix_v4(rng: random.Random) -> dict:
+    """Distortions added by RENDER_VERSION 4, from a stream of their own so that every
+    picture of version 3's mix that they leave alone stays as it was: smeared strokes
+    (a fifth of the mix), grey ramp backgrounds (an eighth) and hooked lead lines (a fifth)."""
+    e = {"smear": 0, "ramp": rng.random() < 0.12, "lead": rng.random() < 0.2}
+    if rng.random() < 0.2:  # radius as a share of the canvas's height; with scattered edges 40 % of the time
+        e.update(smear=rng.uniform(0.012, 0.045), smear_copies=rng.randint(3, 7), smear_motion=rng.random() < 0.5,
+                 smear_scatter=rng.random() < 0.4)
+    e["lead_width"] = rng.uniform(0.025, 0.07)  # of the canvas's height
+    return e
+
+
 def _mix_size(rng) -> tuple[int, int]:
     h = int(min(100, max(20, rng.gauss(52, 16))))
     aspect = rng.uniform(1.8, 5.0)
@@ -432,6 +497,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
         p = _mix_params(rng)
         extra = random.Random(f"render-extras:{seed}:{index}")
         p.update(_mix_extras(extra))
+        v4 = random.Random(f"render-v4:{seed}:{index}")
+        p.update(_mix_v4(v4))
         w, h = _mix_size(rng)
         text = _text(rng, spec)
         names = sorted(fams)
@@ -446,8 +513,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
         if s["family"] not in fams:
             raise FontsMissing(f"font family {s['family']!r} is not installed: run `make fonts`")
         p = {**_mix_params(rng), **s["params"], "size": 0.8, "scale": 0.05, "fill": 0.85, "shadow": False,
-             "strike": False, "scatter": 0, "packed": False}
-        extra = None
+             "strike": False, "scatter": 0, "packed": False, "smear": 0, "ramp": False, "lead": False}
+        extra = v4 = None
         w, h = s["size"]
         n = s["length"] if isinstance(s["length"], int) else rng.randint(*s["length"])
         text = "".join(rng.choice(s["alphabet"]) for _ in range(n))
@@ -461,6 +528,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
         bg = Image.fromarray(arr)
     else:
         bg = _background(rng, w, h, light)
+        if p["ramp"] and light:  # drawn after, so the main stream stays as it was
+            bg = _ramp(v4, w, h)
     bg_mean = tuple(int(v) for v in np.asarray(bg).reshape(-1, 3).mean(0))
     # Text colours: far enough from the background in grey level to be read.
     g = _grey(bg_mean)
@@ -480,6 +549,10 @@ def draw(spec: RenderSpec, seed: int, index: int):
     tw, th = max(1, int(layer.width * k)), max(1, int(layer.height * k * stretch))
     tw, th = min(tw, w), min(th, h)
     layer = layer.resize((tw, th), Image.LANCZOS)
+    if p["smear"]:
+        layer = _smear(v4, layer, max(1, round(h * p["smear"])), p["smear_copies"], p["smear_motion"])
+        if p["smear_scatter"] and not p["scatter"]:
+            p["scatter"] = 1
     if p["scatter"]:
         layer = _scatter(extra, layer, p["scatter"])
     x = rng.randint(0, max(0, w - tw))
@@ -495,6 +568,8 @@ def draw(spec: RenderSpec, seed: int, index: int):
     if p["strike"]:
         width = (max(1, round(h * p["strike_width"])) if p["packed"] else extra.randint(1, max(1, h // 16)))
         _strike(extra, im, (x, y, x + tw, y + th), base_col, width)
+    if p["lead"]:
+        _lead(v4, im, (x, y, x + tw, y + th), base_col, max(1, round(h * p["lead_width"])))
     if p["wave"]:
         im = _wave(rng, im, rng.uniform(0.03, 0.09) * h, rng.choice("yyx"))
     if p["perspective"]:
