@@ -187,6 +187,7 @@ def main() -> int:
                                       {**read_test(out, test), "seconds": round(time.time() - t0, 1)})
                         shutil.rmtree(out, ignore_errors=True)
                     row[str(n)] = summarize(runs_n)
+                row[str(n)]["cpu"] = cpu()  # sessions run on different CPUs: each cell says its own
                 print(name, n, {k: v for k, v in row[str(n)].items() if k != "examples"}, flush=True)
                 results.setdefault("cpu", {})[base.name] = cpu()
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -208,6 +209,12 @@ def summarize(runs: list[dict]) -> dict:
             "repeats": [{k: v for k, v in r.items() if k != "examples"} for r in runs]}
 
 
+def cpu_marks(runs: dict, fallback: str) -> dict[str, str]:
+    """The CPUs a model's cells ran on (a cell without one: the model's last), each with a mark."""
+    cpus = sorted({r.get("cpu", fallback) for row in runs.values() for r in row.values() if isinstance(r, dict)})
+    return {c: "†‡§¶"[i] if i < 4 else f"[{i + 1}]" for i, c in enumerate(cpus)}
+
+
 def _cell(r: dict) -> str:
     cell = f"**{100 * r['nocase']:.1f}%** ({100 * r['exact']:.1f}%)"
     reps = [x["nocase"] for x in r.get("repeats", []) if "nocase" in x]
@@ -227,11 +234,15 @@ def write_report(results: dict) -> None:
     dddd = results.get("ddddocr", {})
     for base, runs in results["runs"].items():
         sizes = sorted({int(k) for r in runs.values() for k in r if k.isdigit()})
+        marks = cpu_marks(runs, results.get("cpu", {}).get(base, "?"))
+        where = (next(iter(marks)) if len(marks) == 1 else
+                 "CPUs: " + "; ".join(f"{m} {c}" for c, m in marks.items()))
         lines += [f"Starting from `{base}` (model.h5 sha256 {results.get('models', {}).get(base, '?')[:12]}; "
-                  f"{results.get('cpu', {}).get(base, '?')}):", "",
+                  f"{where}):", "",
                   "| data set | ddddocr zero-shot | " + " | ".join(
                       "zero-shot" if n == 0 else f"{n} labels" for n in sizes) + " |",
                   "|" + "---|" * (2 + len(sizes))]
+        fallback = results.get("cpu", {}).get(base, "?")
         for name, row in runs.items():
             d = dddd.get(name)
             cells = [f"{100 * d['nocase']:.1f}% ({100 * d['exact']:.1f}%)" if d and "nocase" in d else "—"]
@@ -240,7 +251,7 @@ def write_report(results: dict) -> None:
                 if not r or "nocase" not in r:
                     cells.append("—" if not r else r.get("error", "—"))
                 else:
-                    cells.append(_cell(r))
+                    cells.append(_cell(r) + (f" {marks[r.get('cpu', fallback)]}" if len(marks) > 1 else ""))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Train time per run (s): " + "; ".join(
             f"{name}: " + ", ".join(f"{n}→{row[str(n)].get('seconds')}" for n in sizes if str(n) in row and n)
