@@ -85,10 +85,14 @@ model: venv
 # Stage 8 grows it to width 1.0 (442k parameters, 39.3 M multiply-adds) and trains 120k more x 3
 # epochs at lr 5e-4 (19 min after 6 of rendering), validation 47.0 % ignoring case on its own
 # set; zero-shot captcha_images_v2 53.1 -> 54.1 %.
-# A stage 9 on from it (120k more x 3 epochs at lr 4e-4, 19 min after 6 of rendering; validation
-# 48.7 % on its own set) was tried and not kept: zero-shot captcha_images_v2 54.1 -> 52.5 %,
+# A stage on from it on the same mix (120k more x 3 epochs at lr 4e-4, 19 min after 6 of rendering;
+# validation 48.7 % on its own set) was tried and not kept: zero-shot captcha_images_v2 54.1 -> 52.5 %,
 # mono-dark 91.4 -> 91.8, casual-colour 35.4 -> 36.6, serif-wave 76.4 -> 75.8 (mean 64.3 -> 64.2):
-# width 1.0 has stopped gaining from more of the same mix.
+# width 1.0 had stopped gaining from more of the same mix.
+# Stage 9 is the first on renderer version 4 (smeared strokes, grey ramp backgrounds, hooked lead
+# lines): 120k x 3 epochs at lr 5e-4 (22 min after 6 of rendering; Intel Xeon AVX-512), validation
+# 45.2 % ignoring case on its own set; zero-shot captcha_images_v2 54.1 -> 57.7 %, mono-dark
+# 91.4 -> 88.8, casual-colour 35.4 -> 33.8, serif-wave 76.4 -> 76.0 (mean 64.3 -> 64.1).
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 GENERAL_FLAGS := --arch general --width-mult 0.75 --name general --charset $(GENERAL_CHARSET) --length 3-8 \
