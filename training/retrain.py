@@ -300,10 +300,48 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     names = {layer.name for layer in bmodel.layers}
     if not set(TRUNK) <= names:
         return no(f"its architecture ({bmeta.architecture or 'unknown'}) has no reusable trunk")
-    width = bmodel.get_layer("stem").filters / STEM_FILTERS.get(bmeta.architecture, 32)
+    width = base_width(bmodel, bmeta)
+    if width is None:
+        return no("its layers' widths match no width multiplier of its architecture")
     if cfg.width_mult is not None and abs(cfg.width_mult - width) > 1e-6:
         return no(f"--width-mult {cfg.width_mult} differs from its {width:g}")
     return Init("finetune", label, str(base), bmodel, bmeta, width)
+
+
+def _filters(model, names) -> dict[str, int]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = model.get_layer(name).filters
+        except ValueError:
+            pass
+    return out
+
+
+def base_width(bmodel, bmeta) -> float | None:
+    """The width multiplier the base was built with. Its stem gives it only to within
+    rounding (29 stem filters of the general architecture's 24 at width 1 are any width from
+    1.1875 to 1.229, and 1.2083 makes 116 of the 96 filters that width 1.2 made 115), so the
+    candidates in that interval, round ones first, are rebuilt until one makes every trunk and
+    sequence layer as wide as the base's. None if none does."""
+    from . import networks
+
+    stem, unit = bmodel.get_layer("stem").filters, STEM_FILTERS.get(bmeta.architecture, 32)
+    want = _filters(bmodel, TRUNK + SEQUENCE)
+    lo, hi = (stem - 0.5) / unit, (stem + 0.5) / unit
+    candidates = []
+    for grid in (8, 20, 40, 100, 1000):  # 1/8, 0.05, 0.025, 0.01, 0.001
+        candidates += [k / grid for k in range(math.ceil(lo * grid), math.floor(hi * grid) + 1)]
+    candidates.append(stem / unit)
+    arch = bmeta.architecture if bmeta.architecture in networks.ARCHITECTURES else "small"
+    seen = set()
+    for w in candidates:
+        if w in seen or w <= 0:
+            continue
+        seen.add(w)
+        if _filters(networks.build(arch, bmeta, width=w), want) == want:
+            return w
+    return None
 
 
 def prefers_fixed(init: Init, p: Plan) -> bool:
@@ -668,6 +706,7 @@ def retrain(cfg: RetrainConfig):
         for n in notes:
             say(f"  note: {n}")
 
+    from captchalens.contract import ContractError
     from captchalens.preprocess import Preprocessor
 
     from . import networks
@@ -689,6 +728,11 @@ def retrain(cfg: RetrainConfig):
         copied = (transfer(model, init.base_model, init.copy_head,
                            (init.base_meta.charset, meta.charset) if ctc_pair else None)
                   if init.mode == "finetune" else [])
+        if init.mode == "finetune":
+            missed = [n for n in TRUNK if n not in copied]
+            if missed:  # fine-tuning half a network from random weights reads far worse, silently
+                raise ContractError(f"cannot fine-tune from {init.why.split(' (')[0]}: its layers "
+                                    f"{', '.join(missed)} do not fit the new model's shapes")
         anchored = anchor_to_start(model, copied, sched["anchor"])
     init.base_model = None
     work = Path(cfg.work_dir or str(out) + ".work").resolve()
