@@ -37,11 +37,11 @@ def main() -> int:
     from captchalens.solver import Solver
     from captchalens.training import networks
     from captchalens.training.folder import load_folder
-    from captchalens.training.retrain import STEM_FILTERS, choose_input, widen_charset
+    from captchalens.training.retrain import base_width, choose_input, widen_charset
 
     solver = Solver(GENERAL_MODEL)
     meta = solver.meta
-    width_mult = solver.model.get_layer("stem").filters / STEM_FILTERS["general"]
+    width_mult = base_width(solver.model, meta)
     work = Path(tempfile.mkdtemp(prefix="zero-shot-"))
     rows = []
     try:
