@@ -96,7 +96,7 @@ model: venv
 # shipped on its own (it loses on two held-out schemes). Stage 10 grows it to width 1.2 (633k
 # parameters, 55.9 M multiply-adds, near the 60 M budget) and trains 120k more x 3 epochs at lr
 # 5e-4 (68 min after 6 of rendering; Intel Xeon AVX-512), validation 45.5 % ignoring case on its own
-# set and still falling in loss; zero-shot captcha_images_v2 57.7 -> 58.3 %, mono-dark 88.8 -> 92.0,
+# set and still falling in loss; zero-shot captcha_images_v2 57.7 -> 58.2 %, mono-dark 88.8 -> 92.0,
 # casual-colour 33.8 -> 36.0, serif-wave 76.0 -> 77.0 (mean 65.8, stage 8's 64.3): shipped.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
