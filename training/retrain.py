@@ -731,7 +731,7 @@ def retrain(cfg: RetrainConfig):
         if init.mode == "finetune":
             missed = [n for n in TRUNK if n not in copied]
             if missed:  # fine-tuning half a network from random weights reads far worse, silently
-                raise ContractError(f"cannot fine-tune from {init.why.split(' (')[0]}: its layers "
+                raise ContractError(f"cannot fine-tune from {init.base}: its layers "
                                     f"{', '.join(missed)} do not fit the new model's shapes")
         anchored = anchor_to_start(model, copied, sched["anchor"])
     init.base_model = None
