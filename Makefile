@@ -98,8 +98,10 @@ model: venv
 # 5e-4 (68 min after 6 of rendering; Intel Xeon AVX-512), validation 45.5 % ignoring case on its own
 # set and still falling in loss; zero-shot captcha_images_v2 57.7 -> 58.2 %, mono-dark 88.8 -> 92.0,
 # casual-colour 33.8 -> 36.0, serif-wave 76.0 -> 77.0 (mean 65.8, stage 8's 64.3): shipped.
-# Stage 11 (trained, not yet measured zero-shot or shipped): width 1.2 on from general10, 120k x 3
-# epochs at lr 4e-4, --seed 21 (51 min on Intel Xeon); validation 39.5 % exact, fresh 160x60 69.0 %.
+# Stage 11: width 1.2 on from general10, 120k x 3 epochs at lr 4e-4, --seed 21 (51 min on Intel
+# Xeon); validation 39.5 % exact (stage 10: 35.4), fresh 160x60 69.0 % (66.3); zero-shot
+# captcha_images_v2 58.2 -> 57.7 %, mono-dark 92.0 -> 94.0, casual-colour 36.0 -> 36.2,
+# serif-wave 77.0 -> 78.0 (mean 65.8 -> 66.5): not shipped, it reads less of captcha_images_v2.
 RUNS ?= runs
 GENERAL_CHARSET := 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 GENERAL_FLAGS := --arch general --width-mult 0.75 --name general --charset $(GENERAL_CHARSET) --length 3-8 \
