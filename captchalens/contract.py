@@ -10,6 +10,7 @@ This module is pure Python (no TensorFlow) so that light readers stay light.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,17 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
         "antialias": False,
     },
 }
+
+# preprocessing.resize.width, optional: the input width follows each image's shape instead of
+# being input_width for every image.  "geometric_mean": the geometric mean of input_width and
+# the image's own width at input_height rows (input_height * width / height), rounded half up to
+# a multiple of `multiple`, within [min, max].  A CTC reader's weights do not depend on the width,
+# so a reader trained on one width reads each image nearer its own proportions (the general
+# reader: bench/results/zero_shot_variants.md).  ModelMeta.input_width_for() here,
+# preprocess.tf_input_width() in the TF and TFLite graphs and engine.js inputWidth() compute it
+# in the same integer-exact way (tests/contract_cases.json: width_cases).
+WIDTH_RULES = ("geometric_mean",)
+MAX_INPUT_WIDTH = 1024
 
 DECODINGS = ("fixed", "ctc_greedy")
 # Temperatures a model's calibration may hold (captchalens/decode.py): outside this range the
@@ -114,7 +126,29 @@ def _preprocessing_problems(p, channels) -> list[str]:
     if not (isinstance(resize, dict) and resize.get("method") == "bilinear"
             and resize.get("half_pixel_centers") is True and resize.get("align_corners") is False):
         problems.append("only bilinear resizing with half-pixel centres (align_corners false) is supported")
+    elif resize.get("width") is not None:
+        problems += _width_rule_problems(resize["width"])
     return problems
+
+
+def _width_rule_problems(rule) -> list[str]:
+    if not isinstance(rule, dict) or rule.get("rule") not in WIDTH_RULES:
+        return [f"preprocessing.resize.width must be an object whose rule is one of {WIDTH_RULES}"]
+    m, lo, hi = rule.get("multiple"), rule.get("min"), rule.get("max")
+    if not (all(_whole(v) for v in (m, lo, hi)) and m >= 2 and m % 2 == 0 and 8 <= lo <= hi <= MAX_INPUT_WIDTH
+            and lo % m == 0 and hi % m == 0):
+        return [f"preprocessing.resize.width needs an even whole multiple and whole min and max that are "
+                f"multiples of it, 8 <= min <= max <= {MAX_INPUT_WIDTH}"]
+    return []
+
+
+def pixel_preprocessing(p: dict[str, Any]) -> dict[str, Any]:
+    """preprocessing without the width rule: what two models must share for one to start from
+    the other's weights (the rule changes how wide an image is read, not what the weights mean)."""
+    out = json.loads(json.dumps(p))
+    if isinstance(out.get("resize"), dict):
+        out["resize"].pop("width", None)
+    return out
 
 
 class ContractError(UserError, ValueError):
@@ -164,6 +198,35 @@ class ModelMeta:
         return len(self.charset) + (1 if self.decoding == "ctc_greedy" else 0)
 
     @property
+    def width_rule(self) -> dict[str, Any] | None:
+        """preprocessing.resize.width, or None: every image is read input_width wide."""
+        resize = self.preprocessing.get("resize") if isinstance(self.preprocessing, dict) else None
+        return resize.get("width") if isinstance(resize, dict) else None
+
+    def input_width_for(self, width: int, height: int) -> int:
+        """The width an image of width x height pixels is read at (see WIDTH_RULES).
+        Rounding half up of sqrt(X) / m, X = input_width * input_height * width / height, is
+        the largest k with (2mk - m)^2 * height <= 4 * input_width * input_height * width:
+        whole numbers, so the float estimate is corrected to the exact k."""
+        rule = self.width_rule
+        if rule is None:
+            return self.input_width
+        m, ref, rows = rule["multiple"], self.input_width, self.input_height
+        bound = 4 * ref * rows * width
+        k = math.floor(math.sqrt(ref * rows * width / height) / m + 0.5)
+        if (2 * m * k - m) ** 2 * height > bound:
+            k -= 1
+        elif (2 * m * (k + 1) - m) ** 2 * height <= bound:
+            k += 1
+        return min(rule["max"], max(rule["min"], m * k))
+
+    def steps_for(self, width: int, height: int) -> int:
+        """Output positions (CTC steps) for an image of width x height."""
+        if self.width_rule is None:
+            return self.output_shape[0]
+        return self.input_width_for(width, height) * self.output_shape[0] // self.input_width
+
+    @property
     def lengths(self) -> tuple[int, int]:
         """(shortest, longest) answer this model can give."""
         if self.decoding == "fixed":
@@ -203,6 +266,13 @@ class ModelMeta:
         elif self.decoding == "ctc_greedy" and isinstance(self.charset, str):
             if shape[1] != len(self.charset) + 1:
                 problems.append("a CTC model's output must have len(charset)+1 classes (blank last)")
+        if self.width_rule is not None and not problems:
+            if self.decoding != "ctc_greedy":
+                problems.append("a width that follows the image (preprocessing.resize.width) needs CTC "
+                                "decoding: fixed-length heads read one width")
+            elif (self.input_width % shape[0] or self.width_rule["multiple"] % (self.input_width // shape[0])):
+                problems.append("with preprocessing.resize.width, input_width must be a whole number of "
+                                "output steps and the width multiple a whole number of step widths")
         if self.calibration is not None:
             t = self.calibration.get("temperature") if isinstance(self.calibration, dict) else None
             lo, hi = TEMPERATURE_RANGE

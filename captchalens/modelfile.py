@@ -72,6 +72,10 @@ TFLITE_OPS = frozenset({
     "RESIZE_BILINEAR", "SOFTMAX", "STRIDED_SLICE", "SLICE", "RELU", "RELU6", "LOGISTIC", "TANH",
     "MEAN", "PAD", "CONCATENATION", "TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "SPACE_TO_BATCH_ND",
     "BATCH_TO_SPACE_ND",
+    # Whole-number shape arithmetic of a reader whose width follows the image
+    # (preprocess.tf_input_width; the reshape and dilated convolution of a free width).
+    "SHAPE", "PACK", "GATHER", "REDUCE_PROD", "FLOOR", "FLOOR_MOD", "SQRT", "SQUARED_DIFFERENCE",
+    "GREATER", "LESS_EQUAL",
 })
 
 

@@ -8,6 +8,9 @@ The order and the ops are fixed by the model contract (metadata
     gray = sum(rgb * gray_weights, -1)          (1-channel models)
     y    = gray * scale + offset
     y    = resize_bilinear(y, [H, W], half_pixel_centers=True)
+
+W is the metadata's input_width, or, with a width rule (preprocessing.resize.width), the
+width the rule gives the image's shape (tf_input_width; ModelMeta.input_width_for).
 """
 from __future__ import annotations
 
@@ -19,10 +22,33 @@ from ._tf import tf
 from .contract import ModelMeta
 
 
+def tf_input_width(meta: ModelMeta, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """ModelMeta.input_width_for as int32 graph ops (the TF solver's and the TFLite file's):
+    the float estimate of k, then the same whole-number corrections."""
+    rule = meta.width_rule
+    m, ref, rows = rule["multiple"], meta.input_width, meta.input_height
+    h, w = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    bound = 4 * ref * rows * w  # < 2**31 for every image within the size limits
+    est = tf.sqrt(tf.cast(ref * rows, tf.float32) * tf.cast(w, tf.float32) / tf.cast(h, tf.float32))
+    k = tf.cast(tf.floor(est / m + 0.5), tf.int32)
+    k = k - tf.cast(tf.square(2 * m * k - m) * h > bound, tf.int32)
+    k = k + tf.cast(tf.square(2 * m * (k + 1) - m) * h <= bound, tf.int32)
+    return tf.clip_by_value(m * k, rule["min"], rule["max"])
+
+
+def tf_input_size(meta: ModelMeta, images: tf.Tensor):
+    """[H, W] to resize a batch [N, h, w, C] of one image size to."""
+    if meta.width_rule is None:
+        return (meta.input_height, meta.input_width)
+    shape = tf.shape(images)
+    return tf.stack([tf.constant(meta.input_height, tf.int32), tf_input_width(meta, shape[1], shape[2])])
+
+
 class Preprocessor:
     """Turns RGBA uint8 images of any size into a model's input batch."""
 
     def __init__(self, meta: ModelMeta):
+        self.meta = meta
         p = meta.preprocessing
         self.size = (meta.input_height, meta.input_width)
         self.gray = meta.input_channels == 1
@@ -30,10 +56,10 @@ class Preprocessor:
         self.scale = float(p["scale"])
         self.offset = float(p["offset"])
         self._fn = tf.function(
-            self._batch, input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
+            self._fixed, input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
             reduce_retracing=True)
 
-    def _batch(self, rgba: tf.Tensor) -> tf.Tensor:
+    def _pixels(self, rgba: tf.Tensor) -> tf.Tensor:
         x = tf.cast(rgba, tf.float32)
         a = x[..., 3:4] / 255.0
         rgb = x[..., :3] * a + 255.0 * (1.0 - a)
@@ -41,11 +67,21 @@ class Preprocessor:
             y = tf.reduce_sum(rgb * self.weights, axis=-1, keepdims=True)
         else:
             y = rgb
-        y = y * self.scale + self.offset
-        return tf.image.resize(y, self.size, method="bilinear", antialias=False)
+        return y * self.scale + self.offset
+
+    def _batch(self, rgba: tf.Tensor) -> tf.Tensor:
+        """What the solver reads: resized to the width the rule gives (input_width without one)."""
+        return tf.image.resize(self._pixels(rgba), tf_input_size(self.meta, rgba), method="bilinear",
+                               antialias=False)
+
+    def _fixed(self, rgba: tf.Tensor) -> tf.Tensor:
+        return tf.image.resize(self._pixels(rgba), self.size, method="bilinear", antialias=False)
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        """images: RGBA uint8 arrays, sizes may differ. Returns float32 [N, H, W, C]."""
+        """images: RGBA uint8 arrays, sizes may differ. Returns float32 [N, H, W, C] at the
+        metadata's input_height x input_width, whatever its width rule: the arrays training
+        and fine-tuning feed the network (a reader with a width rule is trained at its
+        reference width; the solver reads through _batch, which follows the rule)."""
         out = np.empty((len(images), *self.size, 1 if self.gray else 3), np.float32)
         by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, im in enumerate(images):

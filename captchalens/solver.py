@@ -39,6 +39,23 @@ class Answer:
         return d
 
 
+
+def network_output(meta: ModelMeta) -> tuple:
+    """The network's output shape the metadata calls for (None steps: its width follows the image)."""
+    steps = None if meta.width_rule is not None else meta.output_shape[0]
+    return (None, steps, meta.output_shape[1])
+
+
+def check_io(model, meta: ModelMeta, where) -> None:
+    """The network must take and give what the metadata says (ContractError when not)."""
+    width = None if meta.width_rule is not None else meta.input_width
+    expect = (None, meta.input_height, width, meta.input_channels)
+    if tuple(model.input_shape) != expect:
+        raise ContractError(f"{where}: input {model.input_shape} does not match its metadata {expect}")
+    if tuple(model.output_shape) != network_output(meta):
+        raise ContractError(f"{where}: output {model.output_shape} does not match its metadata "
+                            f"{meta.output_shape}" + (" (steps following the width)" if width is None else ""))
+
 class Solver:
     """One loaded model: preprocessing, network and decoding from its metadata."""
 
@@ -54,13 +71,7 @@ class Solver:
         from .preprocess import Preprocessor
 
         self.model = load_keras(weights)  # refuses a file that would run code (modelfile.py)
-        expect = (None, self.meta.input_height, self.meta.input_width, self.meta.input_channels)
-        if tuple(self.model.input_shape) != expect:
-            raise ContractError(f"{weights}: input {self.model.input_shape} does not match its "
-                                f"metadata {expect}")
-        if list(self.model.output_shape[1:]) != list(self.meta.output_shape):
-            raise ContractError(f"{weights}: output {self.model.output_shape} does not match its "
-                                f"metadata {self.meta.output_shape}")
+        check_io(self.model, self.meta, weights)
         self.preprocessor = Preprocessor(self.meta)
         pre = self.preprocessor._batch
         self._run = tf.function(lambda rgba: self.model(pre(rgba), training=False),
@@ -80,7 +91,7 @@ class Solver:
         from .modelfile import UnsafeModelError
 
         try:
-            return FastRunner(self.model_dir / name, self.meta.output_shape)
+            return FastRunner(self.model_dir / name, [-1 if v is None else v for v in network_output(self.meta)[1:]])
         except UnsafeModelError:
             raise
         except Exception as e:
@@ -90,16 +101,27 @@ class Solver:
 
     # ---- core ------------------------------------------------------------
     def probs(self, images: list[np.ndarray]) -> np.ndarray:
-        """RGBA uint8 images (any sizes) -> output probabilities [N, P, K]."""
-        out = np.empty((len(images), *self.meta.output_shape), np.float32)
+        """RGBA uint8 images (any sizes) -> output probabilities [N, P, K].
+
+        With a width rule each image has as many steps as its width gives
+        (ModelMeta.steps_for); P is the most of them, and the shorter rows end in
+        steps that are surely the blank (probability 1), which decode to nothing and
+        leave the confidence as it is (decode.py)."""
+        steps = [self.meta.steps_for(im.shape[1], im.shape[0]) for im in images]
+        out = np.zeros((len(images), max(steps, default=self.meta.output_shape[0]), self.meta.num_classes),
+                       np.float32)
+        if self.meta.width_rule is not None:
+            out[..., self.meta.blank_index] = 1.0
         by_size: dict[tuple, list[int]] = defaultdict(list)
         for i, im in enumerate(images):
             by_size[im.shape].append(i)
         for idx in by_size.values():
+            p = steps[idx[0]]
+            out_p = out[:, :p]
             for s in range(0, len(idx), BATCH):
                 part = idx[s:s + BATCH]
                 if len(part) == 1 and self.fast is not None:
-                    out[part] = self.fast.probs(images[part[0]])
+                    out_p[part] = self.fast.probs(images[part[0]])
                     continue
                 if len(part) == 1:
                     # TF's fused conv+BN+ReLU (oneDNN) takes ~70 ms for a batch of one on
@@ -107,10 +129,10 @@ class Solver:
                     # batch of two: run a lone image as a pair. Inference is per image,
                     # so the copy does not change its answer.
                     batch = np.stack([images[part[0]]] * 2)
-                    out[part] = self._run(self._tf.constant(batch)).numpy()[:1]
+                    out_p[part] = self._run(self._tf.constant(batch)).numpy()[:1]
                     continue
                 batch = np.stack([images[i] for i in part])
-                out[part] = self._run(self._tf.constant(batch)).numpy()
+                out_p[part] = self._run(self._tf.constant(batch)).numpy()
         return out
 
     def solve_pixels(self, images: list[np.ndarray]) -> list[Answer]:

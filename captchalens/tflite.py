@@ -19,7 +19,9 @@ with ``g = rgb · w`` and ``a = alpha / 255``,
 so the two differ by float rounding only (measured ≤ 1.2e-7 on the input).
 
 The file takes one RGBA uint8 image ``[1, H, W, 4]`` of any size; the
-interpreter is resized when the size changes.
+interpreter is resized when the size changes.  For a reader with a width rule
+the graph computes the width from the image's shape (preprocess.tf_input_width),
+so its output has as many steps as that width gives.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def fused_preprocess(meta):
     """preprocess.Preprocessor._batch with its per-pixel arithmetic as one 1x1
     convolution (see the module notes): RGBA uint8 [N, H, W, 4] -> model input."""
     from ._tf import tf
+    from .preprocess import tf_input_size
 
     p = meta.preprocessing
     c = meta.input_channels
@@ -66,13 +69,12 @@ def fused_preprocess(meta):
     kernel[0, 0, 3, c] = 1.0 / 255.0  # a = alpha / 255
     white = (255.0 * mix.sum(axis=0)).astype(np.float32)  # S: what white gives
     scale, offset = float(p["scale"]), float(p["offset"])
-    size = (meta.input_height, meta.input_width)
 
     def pre(rgba):
         y = tf.nn.conv2d(tf.cast(rgba, tf.float32), kernel, 1, "VALID")
         g, a = y[..., :c], y[..., c:]
         x = (white + a * (g - white)) * scale + offset
-        return tf.image.resize(x, size, method="bilinear", antialias=False)
+        return tf.image.resize(x, tf_input_size(meta, rgba), method="bilinear", antialias=False)
 
     return pre
 
@@ -81,6 +83,7 @@ class FastRunner:
     """A TFLite interpreter for one image at a time; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, output_shape: list[int]):
+        """output_shape: [steps, classes]; steps -1 for a reader whose width follows the image."""
         from ._tf import _quiet_stderr, tf
         from .modelfile import check_tflite, read_model_file
 
@@ -96,7 +99,7 @@ class FastRunner:
         inp, out = self._it.get_input_details(), self._it.get_output_details()
         if (len(inp) != 1 or len(out) != 1 or inp[0]["dtype"] != np.uint8
                 or list(inp[0]["shape_signature"]) != [1, -1, -1, 4]
-                or list(out[0]["shape"][1:]) != list(output_shape)):
+                or list(out[0]["shape_signature"][1:]) != list(output_shape)):
             raise ValueError(f"{self.path.name} does not take one RGBA image and give "
                              f"probabilities {output_shape}")
         self._in, self._out = inp[0]["index"], out[0]["index"]
@@ -104,7 +107,7 @@ class FastRunner:
         self._lock = threading.Lock()
 
     def probs(self, rgba: np.ndarray) -> np.ndarray:
-        """One RGBA uint8 image [H, W, 4] -> probabilities [1, *output_shape]."""
+        """One RGBA uint8 image [H, W, 4] -> probabilities [1, steps, classes]."""
         with self._lock:
             if rgba.shape != self._shape:
                 self._it.resize_tensor_input(self._in, [1, *rgba.shape], strict=True)

@@ -111,6 +111,7 @@ def load_keras(model_dir: Path, meta: ModelMeta):
     """Load the tf_keras model and check it against its metadata: one input of
     the stated size, one output of the stated shape (what engine.js decodes)."""
     from captchalens.modelfile import load_keras
+    from captchalens.solver import check_io
 
     weights = model_dir / meta.files.get("keras", KERAS_FILE)
     try:
@@ -123,13 +124,10 @@ def load_keras(model_dir: Path, meta: ModelMeta):
     if len(model.outputs) != 1:
         raise ConvertError(f"{weights}: the model has {len(model.outputs)} outputs; the extension reads "
                            f"one output tensor of probabilities [positions, classes]")
-    expect_in = (None, meta.input_height, meta.input_width, meta.input_channels)
-    if tuple(model.input_shape) != expect_in:
-        raise ConvertError(f"{weights}: input {tuple(model.input_shape)} does not match its metadata "
-                           f"{expect_in}")
-    if list(model.output_shape[1:]) != list(meta.output_shape):
-        raise ConvertError(f"{weights}: output {tuple(model.output_shape)} does not match its metadata "
-                           f"{meta.output_shape} ({meta.decoding} decoding)")
+    try:
+        check_io(model, meta, weights)
+    except ContractError as e:
+        raise ConvertError(f"{e} ({meta.decoding} decoding)") from None
     return model
 
 

@@ -115,9 +115,17 @@ def run_node(model: str | os.PathLike, images: list[np.ndarray], probs: bool = T
 
 
 def probs_tfjs(images: list[np.ndarray], model: str | os.PathLike) -> tuple[list[tuple[str, float]], np.ndarray, dict]:
-    """Answers, probabilities [N, P, K] and the run's facts from the JS engine (converted model folder)."""
+    """Answers, probabilities [N, P, K] and the run's facts from the JS engine (converted model folder).
+    With a width rule, laid out as Solver.probs lays them: P the most steps of any image, the
+    shorter rows ending in steps that are surely the blank."""
     data = run_node(model, images)
     meta = load_meta(model)
     results = data.pop("results")
-    probs = np.array([r["probs"] for r in results], np.float32).reshape(len(results), *meta.output_shape)
+    k = meta.num_classes
+    rows = [np.asarray(r["probs"], np.float32).reshape(-1, k) for r in results]
+    probs = np.zeros((len(rows), max((len(r) for r in rows), default=meta.output_shape[0]), k), np.float32)
+    if meta.width_rule is not None:
+        probs[..., meta.blank_index] = 1.0
+    for i, r in enumerate(rows):
+        probs[i, :len(r)] = r
     return [(r["text"], float(r["confidence"])) for r in results], probs, data

@@ -74,7 +74,9 @@ const metas = table.meta_cases.map((c) => {
   try { E.checkMeta(caseMeta(table.valid_meta, c)); return null; } catch (e) { return e.message; }
 });
 const images = table.image_cases.map((c) => E.imageSizeProblem(limits, c.width, c.height) || null);
-console.log(JSON.stringify({metas, images}));
+const widths = table.width_cases.map((c) => E.inputWidth({input_width: c.model.input_width,
+  input_height: c.model.input_height, preprocessing: {resize: {width: c.model.width}}}, c.width, c.height));
+console.log(JSON.stringify({metas, images, widths}));
 """
 
 
@@ -107,6 +109,37 @@ def test_both_languages_refuse_the_same_images_in_the_same_words(js_verdicts):
     for case, p, j in zip(table["image_cases"], py, js_verdicts["images"]):
         assert (p is None) == case["accept"], f"Python: {case['case']}: {p}"
         assert p == j, f"{case['case']}: Python says {p!r}, engine.js {j!r}"
+
+
+def _width_meta(table: dict, model: dict) -> ModelMeta:
+    d = _case_meta(table["valid_meta"], {"set": {
+        "decoding": "ctc_greedy", "length": None, "min_length": 3, "max_length": 6,
+        "input_width": model["input_width"], "input_height": model["input_height"],
+        "output_shape": [model["input_width"] // 4, 7], "preprocessing.resize.width": model["width"]}, "drop": []})
+    return ModelMeta.from_json(d)
+
+
+def test_python_tensorflow_and_engine_js_read_each_image_at_the_same_width(js_verdicts):
+    """The width rule's three implementations, on its rounding edges and limits: the solver's
+    and the TFLite file's graph op, the contract's whole-number function and engine.js's."""
+    from captchalens._tf import tf
+    from captchalens.preprocess import tf_input_width
+
+    table = _table()
+    cases = table["width_cases"]
+    assert len(cases) == len(js_verdicts["widths"]) >= 8
+    wrong = []
+    for case, js in zip(cases, js_verdicts["widths"]):
+        meta = _width_meta(table, case["model"])
+        py = meta.input_width_for(case["width"], case["height"])
+        graph = py if meta.width_rule is None else int(tf_input_width(meta, tf.constant(case["height"]),
+                                                                      tf.constant(case["width"])))
+        if not py == graph == js == case["expect"]:
+            wrong.append(f"{case['case']}: expected {case['expect']}, Python {py}, TF {graph}, engine.js {js}")
+    assert not wrong, "\n".join(wrong)
+    # the edges are real edges: one pixel either side of half way lands on either multiple
+    edges = {c["expect"] for c in cases if "half way" in c["case"]}
+    assert len(edges) == 2
 
 
 def test_the_image_cases_sit_on_the_limits_of_the_one_limits_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from captchalens.auto import RULE_FILE, AutoSolver, load_rule
@@ -80,3 +81,73 @@ def test_auto_keeps_the_default_on_its_scheme_and_hands_others_to_the_general_re
     named, texts = _named(auto, RenderSpec(scheme="mono-dark"), 4100)
     assert sum(who == auto.rule.then for _, _, who in named) / 200 > 0.95  # not its scheme: general reads
     assert sum(a.lower() == t.lower() for (a, _, _), t in zip(named, texts)) / 200 > 0.5
+
+
+def test_the_general_reader_reads_each_image_at_the_width_its_rule_gives(solver):
+    """Its width follows each image (contract.WIDTH_RULES): a batch of mixed sizes gives each
+    image the steps its width gives, the same probabilities it gets alone (TFLite fast path)
+    and through TensorFlow, and rows shorter than the batch's longest end in sure blanks."""
+    from captchalens.decode import decode
+    from captchalens.solver import Solver
+
+    meta = solver.meta
+    assert meta.width_rule == {"rule": "geometric_mean", "multiple": 8, "min": 64, "max": 320}
+    assert solver.fast is not None  # the fast path follows the rule too
+    images, _ = generate(RenderSpec(), 24, seed=4300, workers=1, progress=False)
+    images = [to_rgba(im) for im in images]
+    steps = [meta.steps_for(im.shape[1], im.shape[0]) for im in images]
+    assert len(set(steps)) > 5  # really different widths
+    together = solver.probs(images)
+    assert together.shape == (len(images), max(steps), meta.num_classes)
+    slow = Solver(GENERAL_MODEL, fast=False)
+    for im, p, n in zip(images, together, steps):
+        alone = solver.probs([im])[0]
+        assert alone.shape == (n, meta.num_classes)
+        assert np.abs(alone - p[:n]).max() < 1e-4
+        assert np.abs(slow.probs([im])[0] - alone).max() < 1e-4
+        assert (p[n:, meta.blank_index] == 1).all()
+    # the padding changes no answer and no confidence
+    one_by_one = [decode(solver.probs([im]), meta)[0] for im in images]
+    for (t, c), (t1, c1) in zip(decode(together, meta), one_by_one):
+        assert t == t1 and abs(c - c1) < 1e-4
+
+
+def test_a_reader_trained_before_the_width_rule_gets_it_with_the_same_weights(tmp_path):
+    """training/width.py: a general reader saved before the rule (fixed 160x48 network, no rule)
+    gets the rule and a network of free width holding the very same weights; it then reads an
+    image of the reference shape exactly as before, and a folder that has the rule is left alone."""
+    import dataclasses
+    import shutil
+
+    from PIL import Image
+
+    from captchalens.contract import pixel_preprocessing
+    from captchalens.solver import Solver
+    from captchalens.training import networks
+    from captchalens.training.retrain import base_width
+    from captchalens.training.train import GENERAL_WIDTH_RULE, save_model
+    from captchalens.training.width import give_width_rule
+
+    shipped = Solver(GENERAL_MODEL)
+    old_meta = dataclasses.replace(load_meta(GENERAL_MODEL), preprocessing=pixel_preprocessing(shipped.meta.preprocessing))
+    fixed = networks.build("general", old_meta, width=base_width(shipped.model, shipped.meta))
+    fixed.set_weights(shipped.model.get_weights())
+    before = save_model(fixed, old_meta, tmp_path / "stage")
+    assert Solver(before).model.input_shape == (None, 48, 160, 1) and load_meta(before).width_rule is None
+    shutil.copytree(before, tmp_path / "stage-old")
+
+    after = give_width_rule(before)
+    meta = load_meta(after)
+    solver = Solver(after)
+    assert meta.width_rule == GENERAL_WIDTH_RULE and solver.model.input_shape == (None, 48, None, 1)
+    assert all(np.array_equal(a, b) for a, b in zip(solver.model.get_weights(), shipped.model.get_weights()))
+    assert (after / "model.tflite").is_file() and solver.fast is not None
+    images, _ = generate(RenderSpec(), 8, seed=4400, workers=1, progress=False)
+    reference = [to_rgba(np.asarray(Image.fromarray(np.asarray(im)).resize((160, 48)))) for im in images]
+    assert meta.input_width_for(160, 48) == 160
+    assert np.abs(solver.probs(reference) - Solver(before.with_name("stage-old")).probs(reference)).max() < 1e-4
+
+    stamp = {p.name: p.read_bytes() for p in after.iterdir()}
+    assert give_width_rule(after) == after
+    assert {p.name: p.read_bytes() for p in after.iterdir()} == stamp  # had it: untouched
+    shutil.rmtree(after)

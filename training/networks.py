@@ -108,9 +108,12 @@ def build_general(meta, width: float = 1.0, dropout: float = 0.2):
     """The universal reader (CTC): a slimmer trunk than ``ctc`` keeping W/4
     columns, and more of its capacity in two 1-D context convolutions, where
     it is cheap (columns are few) and where reading a word happens.  About
-    0.45 M params and 40 M MACs at 48x160."""
+    0.45 M params and 40 M MACs at 48x160.  With a width rule in the metadata
+    (preprocessing.resize.width) it takes any width: the same weights, as many
+    steps as the image's width gives."""
     c = lambda n: max(8, int(round(n * width)))  # noqa: E731
-    inp = L.Input((meta.input_height, meta.input_width, meta.input_channels), name="image")
+    flexible = meta.width_rule is not None
+    inp = L.Input((meta.input_height, None if flexible else meta.input_width, meta.input_channels), name="image")
     x = _conv(inp, c(24), name="stem")
     x = L.MaxPool2D(2, name="pool1")(x)
     x = _sep(x, c(48), "sep2a")
@@ -125,7 +128,7 @@ def build_general(meta, width: float = 1.0, dropout: float = 0.2):
     x = L.Conv2D(c(160), (h, 1), padding="valid", use_bias=False, name="collapse")(x)
     x = L.BatchNormalization(name="collapse_bn")(x)
     x = L.ReLU(name="collapse_relu")(x)
-    x = L.Reshape((x.shape[2], x.shape[3]), name="steps")(x)
+    x = L.Reshape((-1 if flexible else x.shape[2], x.shape[3]), name="steps")(x)
     x = L.Conv1D(c(160), 5, padding="same", activation="relu", name="context")(x)
     x = L.Conv1D(c(160), 5, padding="same", dilation_rate=2, activation="relu", name="context2")(x)
     x = L.Dropout(dropout, name="dropout")(x)
@@ -177,8 +180,13 @@ def ctc_loss(y_true, y_prob):
     return keras.backend.ctc_batch_cost(labels, y_prob, steps, label_len)[:, 0]
 
 
-def count_macs(model) -> int:
-    """Multiply-adds of one forward pass (conv, separable conv, dense, 1-D conv)."""
+def count_macs(model, input_shape: tuple | None = None) -> int:
+    """Multiply-adds of one forward pass (conv, separable conv, dense, 1-D conv); for a
+    model whose input width is free, at `input_shape` (H, W, C), its reference size."""
+    if None in model.input_shape[1:]:
+        if input_shape is None:
+            raise ValueError("the model's input size is free: count its multiply-adds at an input_shape")
+        model = keras.models.clone_model(model, input_tensors=L.Input(input_shape))
     total = 0
     for layer in model.layers:
         if isinstance(layer, L.SeparableConv2D):

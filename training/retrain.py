@@ -274,7 +274,7 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
     """Fine-tune when a base model with a compatible trunk exists (see TRUNK)."""
     if cfg.init == "scratch":
         return Init("scratch", "from scratch (--from-scratch)")
-    from captchalens.contract import ContractError, load_meta
+    from captchalens.contract import ContractError, load_meta, pixel_preprocessing
     from captchalens.modelfile import UnsafeModelError, load_keras
 
     base = base_dir(cfg)
@@ -289,7 +289,8 @@ def choose_init(cfg: RetrainConfig, meta) -> Init:
         bmeta = load_meta(base)
     except ContractError as e:
         return no(f"no usable model there: {e}" if cfg.base else "it is not installed")
-    if bmeta.input_channels != meta.input_channels or bmeta.preprocessing != meta.preprocessing:
+    if (bmeta.input_channels != meta.input_channels
+            or pixel_preprocessing(bmeta.preprocessing) != pixel_preprocessing(meta.preprocessing)):
         return no("its input channels or preprocessing differ")
     try:
         bmodel = load_keras(base / bmeta.files.get("keras", "model.h5"))  # runs nothing it holds

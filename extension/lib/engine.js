@@ -43,6 +43,10 @@
   const TINY = 2.2250738585072014e-308;
   // Captchas per model.predict call in solveBatch (bounds memory on big batches).
   const BATCH = 64;
+  // preprocessing.resize.width rules this engine follows, and the widest input one may give
+  // (captchalens/contract.py WIDTH_RULES, MAX_INPUT_WIDTH).
+  const WIDTH_RULES = ['geometric_mean'];
+  const MAX_INPUT_WIDTH = 1024;
 
   /**
    * Milliseconds from a monotonic clock (service worker and Node both have performance).
@@ -190,6 +194,25 @@
         resize.align_corners !== false) {
       throw new Error('only bilinear resizing with half-pixel centres (align_corners false) is supported');
     }
+    const rule = resize.width;
+    if (rule !== undefined && rule !== null) {
+      if (typeof rule !== 'object' || Array.isArray(rule) || !WIDTH_RULES.includes(rule.rule)) {
+        throw new Error(`preprocessing.resize.width must be an object whose rule is one of ${WIDTH_RULES.join(', ')}`);
+      }
+      const m = rule.multiple;
+      if (!(whole(m) && whole(rule.min) && whole(rule.max) && m >= 2 && m % 2 === 0 && rule.min >= 8 &&
+            rule.min <= rule.max && rule.max <= MAX_INPUT_WIDTH && rule.min % m === 0 && rule.max % m === 0)) {
+        throw new Error('preprocessing.resize.width needs an even whole multiple and whole min and max that ' +
+          `are multiples of it, 8 <= min <= max <= ${MAX_INPUT_WIDTH}`);
+      }
+      if (meta.decoding !== 'ctc_greedy') {
+        throw new Error('a width that follows the image (preprocessing.resize.width) needs CTC decoding');
+      }
+      if (meta.input_width % shape[0] !== 0 || m % (meta.input_width / shape[0]) !== 0) {
+        throw new Error('with preprocessing.resize.width, input_width must be a whole number of output steps ' +
+          'and the width multiple a whole number of step widths');
+      }
+    }
     if (meta.calibration !== undefined && meta.calibration !== null) {
       const t = (typeof meta.calibration === 'object' && !Array.isArray(meta.calibration))
         ? meta.calibration.temperature : undefined;
@@ -277,6 +300,46 @@
    * @returns {Promise<{meta: Object, model: Object}>}
    * @throws {Error} "model '<name>' failed to load: <reason>"
    */
+  /**
+   * The width an image is read at: meta.input_width, or with a width rule
+   * (preprocessing.resize.width, "geometric_mean") the geometric mean of input_width and the
+   * image's own width at input_height rows, rounded half up to a multiple, within [min, max].
+   * Whole-number exact, like captchalens/contract.py ModelMeta.input_width_for: k rounds
+   * sqrt(X) / m, X = input_width * input_height * width / height, and is the largest k with
+   * (2mk - m)^2 * height <= 4 * input_width * input_height * width (all well below 2^53).
+   * @param {Object} meta  the model's metadata
+   * @param {number} width  the image's width in pixels
+   * @param {number} height  the image's height in pixels
+   * @returns {number}
+   */
+  function inputWidth(meta, width, height) {
+    const rule = meta.preprocessing.resize.width;
+    if (rule === undefined || rule === null) {
+      return meta.input_width;
+    }
+    const m = rule.multiple;
+    const ref = meta.input_width;
+    const rows = meta.input_height;
+    const bound = 4 * ref * rows * width;
+    let k = Math.floor(Math.sqrt(ref * rows * width / height) / m + 0.5);
+    if ((2 * m * k - m) ** 2 * height > bound) {
+      k -= 1;
+    } else if ((2 * m * (k + 1) - m) ** 2 * height <= bound) {
+      k += 1;
+    }
+    return Math.min(rule.max, Math.max(rule.min, m * k));
+  }
+
+  /**
+   * Does the model's width follow each image (a width rule in its metadata)?
+   * @param {Object} meta
+   * @returns {boolean}
+   */
+  function followsWidth(meta) {
+    const rule = meta.preprocessing.resize.width;
+    return rule !== undefined && rule !== null;
+  }
+
   async function loadModel(tf, loader) {
     if (!tf || !tf.loadLayersModel) {
       throw new Error('loadModel needs the TF.js namespace as its first argument');
@@ -298,14 +361,19 @@
         throw new Error(`the network has ${model.inputs.length} inputs and ${model.outputs.length} ` +
           'outputs; CaptchaLens models have one of each');
       }
+      // A width rule: the network takes any width and gives as many steps as it is given.
+      const free = followsWidth(meta);
       const inShape = model.inputs[0].shape;
-      if (JSON.stringify(inShape.slice(1)) !== JSON.stringify([H, W, C])) {
-        throw new Error(`network input ${JSON.stringify(inShape)} does not match its metadata [null,${H},${W},${C}]`);
+      const wantIn = [H, free ? null : W, C];
+      if (JSON.stringify(inShape.slice(1)) !== JSON.stringify(wantIn)) {
+        throw new Error(`network input ${JSON.stringify(inShape)} does not match its metadata ` +
+          `${JSON.stringify([null, ...wantIn])}`);
       }
       const outShape = model.outputs[0].shape;
-      if (JSON.stringify(outShape.slice(1)) !== JSON.stringify(meta.output_shape)) {
+      const wantOut = free ? [null, meta.output_shape[1]] : meta.output_shape;
+      if (JSON.stringify(outShape.slice(1)) !== JSON.stringify(wantOut)) {
         throw new Error(`network output ${JSON.stringify(outShape)} does not match its metadata ` +
-          `${JSON.stringify(meta.output_shape)}`);
+          `${JSON.stringify(meta.output_shape)}${free ? ' (steps following the width)' : ''}`);
       }
       tf.tidy(() => {
         model.predict(tf.zeros([1, H, W, C])).dataSync(); // warm-up: compile kernels once
@@ -321,6 +389,7 @@
    *   x = float32(rgba); a = x[...,3:4]/255; rgb = x[...,:3]*a + 255*(1-a);
    *   gray = sum(rgb*gray_weights, -1, keepdims); y = gray*scale + offset;
    *   y = resize_bilinear(y, [H, W], align_corners=false, half_pixel_centers=true)
+   * W = inputWidth(meta, width, height): input_width unless the model has a width rule.
    * @param {Object} tf  the TF.js namespace
    * @param {Object} meta  the model's metadata
    * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba  RGBA pixels
@@ -349,7 +418,7 @@
         ? rgb.mul(tf.tensor1d(p.gray_weights, 'float32')).sum(-1, true)
         : rgb;
       y = y.mul(p.scale).add(p.offset);
-      y = tf.image.resizeBilinear(y, [meta.input_height, meta.input_width], false, true);
+      y = tf.image.resizeBilinear(y, [meta.input_height, inputWidth(meta, w, h)], false, true);
       return y.expandDims(0);
     });
   }
@@ -416,8 +485,8 @@
    */
   async function solve(tf, loaded, rgba) {
     const t0 = now();
-    const [P, K] = loaded.meta.output_shape;
     const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba)));
+    const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
     let probs;
     try {
       probs = await y.data();
@@ -436,30 +505,41 @@
    * @returns {Promise<Array<{text: string, confidence: number, probs: Float32Array}>>}
    */
   async function solveBatch(tf, loaded, rgbaList) {
-    const [P, K] = loaded.meta.output_shape;
-    const out = [];
+    const out = new Array(rgbaList.length);
     for (let s = 0; s < rgbaList.length; s += BATCH) {
-      const part = rgbaList.slice(s, s + BATCH);
-      const y = tf.tidy(() => {
-        const xs = part.map((im, i) => {
-          try {
-            return preprocess(tf, loaded.meta, im);
-          } catch (e) {
-            throw new Error(`image ${s + i}: ${reason(e)}`);
-          }
-        });
-        return loaded.model.predict(xs.length === 1 ? xs[0] : tf.concat(xs, 0));
+      // One predict per input width: the metadata's one, or each width a width rule gives.
+      const groups = new Map();
+      rgbaList.slice(s, s + BATCH).forEach((im, j) => {
+        const w = im && Number.isInteger(im.width) && Number.isInteger(im.height) && im.height > 0
+          ? inputWidth(loaded.meta, im.width, im.height) : loaded.meta.input_width;
+        if (!groups.has(w)) {
+          groups.set(w, []);
+        }
+        groups.get(w).push(s + j);
       });
-      let all;
-      try {
-        all = await y.data();
-      } finally {
-        y.dispose();
-      }
-      for (let i = 0; i < part.length; i++) {
-        const probs = all.slice(i * P * K, (i + 1) * P * K);
-        const answer = decode(loaded.meta, probs, P, K);
-        out.push({ text: answer.text, confidence: answer.confidence, probs });
+      for (const idx of groups.values()) {
+        const y = tf.tidy(() => {
+          const xs = idx.map((i) => {
+            try {
+              return preprocess(tf, loaded.meta, rgbaList[i]);
+            } catch (e) {
+              throw new Error(`image ${i}: ${reason(e)}`);
+            }
+          });
+          return loaded.model.predict(xs.length === 1 ? xs[0] : tf.concat(xs, 0));
+        });
+        const [, P, K] = y.shape;
+        let all;
+        try {
+          all = await y.data();
+        } finally {
+          y.dispose();
+        }
+        idx.forEach((i, j) => {
+          const probs = all.slice(j * P * K, (j + 1) * P * K);
+          const answer = decode(loaded.meta, probs, P, K);
+          out[i] = { text: answer.text, confidence: answer.confidence, probs };
+        });
       }
     }
     return out;
@@ -478,6 +558,6 @@
 
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
-    imageSizeProblem, temperature, autoFirstStands,
+    imageSizeProblem, temperature, autoFirstStands, inputWidth,
   };
 });
