@@ -293,14 +293,6 @@
   }
 
   /**
-   * Load a converted model: metadata, network and weights; checks that the
-   * network matches its metadata and warms it once on zeros.
-   * @param {Object} tf  the TF.js namespace (backend already set)
-   * @param {Object} loader  {json(rel) -> Promise<Object>, binary(rel) -> Promise<ArrayBuffer>}
-   * @returns {Promise<{meta: Object, model: Object}>}
-   * @throws {Error} "model '<name>' failed to load: <reason>"
-   */
-  /**
    * The width an image is read at: meta.input_width, or with a width rule
    * (preprocessing.resize.width, "geometric_mean") the geometric mean of input_width and the
    * image's own width at input_height rows, rounded half up to a multiple, within [min, max].
@@ -313,10 +305,10 @@
    * @returns {number}
    */
   function inputWidth(meta, width, height) {
-    const rule = meta.preprocessing.resize.width;
-    if (rule === undefined || rule === null) {
+    if (!followsWidth(meta)) {
       return meta.input_width;
     }
+    const rule = meta.preprocessing.resize.width;
     const m = rule.multiple;
     const ref = meta.input_width;
     const rows = meta.input_height;
@@ -340,6 +332,14 @@
     return rule !== undefined && rule !== null;
   }
 
+  /**
+   * Load a converted model: metadata, network and weights; checks that the
+   * network matches its metadata and warms it once on zeros.
+   * @param {Object} tf  the TF.js namespace (backend already set)
+   * @param {Object} loader  {json(rel) -> Promise<Object>, binary(rel) -> Promise<ArrayBuffer>}
+   * @returns {Promise<{meta: Object, model: Object}>}
+   * @throws {Error} "model '<name>' failed to load: <reason>"
+   */
   async function loadModel(tf, loader) {
     if (!tf || !tf.loadLayersModel) {
       throw new Error('loadModel needs the TF.js namespace as its first argument');
