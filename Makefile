@@ -116,11 +116,11 @@ model: venv
 # fresh 160x60 72.9 %; zero-shot captcha_images_v2 65.4 -> 68.6 % (exact 52.7 -> 56.9),
 # mono-dark 94.0 -> 93.8, casual-colour 39.0 -> 40.0, serif-wave 80.0 -> 78.6 (mean 69.6 -> 70.2):
 # shipped.
-# Stage 15 (on from general14, 220k new captchas x 2 epochs at lr 1.5e-4, --seed 25; 52 min of training after 10 of rendering, AMD
-# EPYC) was not shipped: validation 40.3 % exact, zero-shot at 160x48 captcha_images_v2 68.2 %,
-# mono-dark 93.2, casual-colour 39.8, serif-wave 77.8 (mean 69.75 against stage 14's 70.2); with
-# the width rule 70.8 / 93.0 / 44.6 / 76.6 (mean 71.25 against 71.9). Squeezed 160x48 training
-# has levelled off; training at the rule's widths is the next step.
+# Stage 15 (on from general14, 220k new captchas x 2 epochs at lr 1.5e-4, --seed 25; 52 min of
+# training after 10 of rendering, AMD EPYC) was not shipped: validation 40.3 % exact, zero-shot at
+# 160x48 captcha_images_v2 68.2 %, mono-dark 93.2, casual-colour 39.8, serif-wave 77.8 (mean 69.75
+# against stage 14's 70.2); with the width rule 70.8 / 93.0 / 44.6 / 76.6 (mean 71.25 against
+# 71.9). Squeezed 160x48 training has levelled off; training at the rule's widths is the next step.
 # Then the width rule (contract.WIDTH_RULES; training/width.py): stage 14's weights read each image
 # at the geometric mean of 160 and its own width at 48 rows instead of squeezing every image into
 # 160x48. Chosen on 4,000 fresh renders of the mix (41.1 -> 42.6 %); zero-shot captcha_images_v2
