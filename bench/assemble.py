@@ -33,7 +33,7 @@ script; then `python bench/assemble.py` rebuilds this file.
 | Which epoch to keep | `bench/epoch_choice.py` |
 | Pulling fine-tuned weights toward the base | `bench/anchor.py` |
 | Zero-shot variants of the general reader | `bench/zero_shot_variants.py` |
-| In-browser, general reader | `bench/browser_bench.py --model captchalens/models/general` |
+| In-browser, general reader | `bench/browser_bench.py --model captchalens/models/general --size 200x50` |
 """
 
 

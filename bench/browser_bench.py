@@ -104,6 +104,8 @@ def main() -> int:
     ap.add_argument("--menu", type=int, default=20, help="timed right-click solves (default 20)")
     ap.add_argument("--model", default=None, help="Keras model folder to convert and measure instead of "
                                                  "extension/models/default")
+    ap.add_argument("--size", default="160x60", help="the captcha's size, WxH (default 160x60; a reader with a "
+                                                    "width rule reads other shapes at other widths)")
     ap.add_argument("--out", default=str(RESULTS), help=f"report file (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args()
     if args.runs < 50:
@@ -111,7 +113,13 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    png, label, rgba = sb.captcha(seed=2024)
+    try:
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        assert len(size) == 2 and min(size) >= 8
+    except (ValueError, AssertionError):
+        ap.error(f"--size must be WxH, e.g. 200x50, not {args.size!r}")
+    args.size = size
+    png, label, rgba = sb.captcha(seed=2024, size=size)
     b64 = base64.b64encode(rgba.tobytes()).decode()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmpdir, sync_playwright() as p:
@@ -167,9 +175,16 @@ def render(args, meta, version, cold, warm, menu, load_before, load_after) -> st
     same = warm["wasm"]["text"] == warm["cpu"]["text"]
     menu_sw = statistics.median(m[1] for m in menu)
     menu_rt = statistics.median(m[0] for m in menu)
+    from captchalens.contract import ModelMeta
+
+    m = ModelMeta.from_json({k: v for k, v in meta.items() if not k.startswith("_")})
+    read_w = m.input_width_for(*args.size)
+    macs = meta.get("macs", 0) * read_w / m.input_width  # the trunk's work is in proportion to the width
+    rule = (f" (reference; width rule {m.width_rule['rule']}: this captcha is read {read_w} wide)"
+            if m.width_rule else "")
     model_desc = (f"`{meta['name']}` ({meta['_source']}): {meta.get('architecture') or 'model'}, input {meta['input_height']}x"
-                  f"{meta['input_width']}x{meta['input_channels']}, {meta.get('params', 0):,} parameters, "
-                  f"{meta.get('macs', 0) / 1e6:.1f} M multiply-adds, {meta['_weights_bytes'] / 1e6:.2f} MB of weights, "
+                  f"{meta['input_width']}x{meta['input_channels']}{rule}, {meta.get('params', 0):,} parameters, "
+                  f"{macs / 1e6:.1f} M multiply-adds at the width read, {meta['_weights_bytes'] / 1e6:.2f} MB of weights, "
                   f"{meta['decoding']} decoding")
     acc = meta.get("metrics", {}).get("captcha_acc_160x60") or meta.get("metrics", {}).get("val_captcha_acc")
     if acc is not None:
@@ -182,7 +197,7 @@ def render(args, meta, version, cold, warm, menu, load_before, load_after) -> st
         f"TF.js {cold[0]['tf']} in the extension's service worker, {time.strftime('%Y-%m-%d')}, "
         f"{cpu()}, shared with other work "
         f"(load average {load_before:.1f} before, {load_after:.1f} after). "
-        f"Model: {model_desc}. Captcha: one generated 160x60 image. Milliseconds.",
+        f"Model: {model_desc}. Captcha: one generated {args.size[0]}x{args.size[1]} image. Milliseconds.",
         "",
         "| measure | median | p90 | min | runs | goal |",
         "|---|---|---|---|---|---|",
