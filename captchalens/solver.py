@@ -39,7 +39,6 @@ class Answer:
         return d
 
 
-
 def network_output(meta: ModelMeta) -> tuple:
     """The network's output shape the metadata calls for (None steps: its width follows the image)."""
     steps = None if meta.width_rule is not None else meta.output_shape[0]
@@ -55,6 +54,7 @@ def check_io(model, meta: ModelMeta, where) -> None:
     if tuple(model.output_shape) != network_output(meta):
         raise ContractError(f"{where}: output {model.output_shape} does not match its metadata "
                             f"{meta.output_shape}" + (" (steps following the width)" if width is None else ""))
+
 
 class Solver:
     """One loaded model: preprocessing, network and decoding from its metadata."""
@@ -91,7 +91,8 @@ class Solver:
         from .modelfile import UnsafeModelError
 
         try:
-            return FastRunner(self.model_dir / name, [-1 if v is None else v for v in network_output(self.meta)[1:]])
+            shape = [-1 if v is None else v for v in network_output(self.meta)[1:]]  # -1: steps follow the width
+            return FastRunner(self.model_dir / name, shape)
         except UnsafeModelError:
             raise
         except Exception as e:
