@@ -37,6 +37,7 @@ def main() -> int:
     import shutil
 
     from captchalens.contract import pixel_preprocessing
+    from captchalens.files import sha256_file
     from captchalens.images import to_rgba
     from captchalens.paths import GENERAL_MODEL
     from captchalens.preprocess import Preprocessor
@@ -83,7 +84,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     lines = ["## Zero-shot variants of the general reader (bench/zero_shot_variants.py)", "",
              f"Whole captcha ignoring case on label_curve's test captchas, the shipped weights "
-             f"({meta.name}, model.h5 sha256 {_sha(GENERAL_MODEL / meta.files.get('keras', 'model.h5'))}), "
+             f"({meta.name}, model.h5 sha256 {sha256_file(GENERAL_MODEL / meta.files.get('keras', 'model.h5'))[:12]}), "
              f"no training; {cpu()}.",
              "", "| data set | every image at 160x48 | as shipped: its width rule | rule, output cut to the labels' "
                  "families | at the images' aspect | aspect and families |",
@@ -96,12 +97,6 @@ def main() -> int:
     (lc.RESULTS / "zero_shot_variants.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 if __name__ == "__main__":

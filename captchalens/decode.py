@@ -28,6 +28,17 @@ def confidence(probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.prod(1.0 / np.power(ratio, 1.0 / temperature).sum(axis=-1), axis=-1)
 
 
+def padded_probs(meta: ModelMeta, n: int, steps: int) -> np.ndarray:
+    """An [n, steps, classes] array to fill row by row with probabilities of up to `steps`
+    steps each: zeros, and for a reader whose width follows the image (rows of different
+    lengths) every step the sure blank, so that a shorter row's tail decodes to nothing and
+    leaves its confidence as it is (a one-hot maximum of 1 at any temperature)."""
+    out = np.zeros((n, steps, meta.num_classes), np.float32)
+    if meta.width_rule is not None:
+        out[..., meta.blank_index] = 1.0
+    return out
+
+
 def decode(probs: np.ndarray, meta: ModelMeta) -> list[tuple[str, float]]:
     """probs: [N, positions, classes] -> [(text, confidence)] per captcha."""
     probs = np.asarray(probs, np.float32)

@@ -106,13 +106,11 @@ class Solver:
 
         With a width rule each image has as many steps as its width gives
         (ModelMeta.steps_for); P is the most of them, and the shorter rows end in
-        steps that are surely the blank (probability 1), which decode to nothing and
-        leave the confidence as it is (decode.py)."""
+        steps that are surely the blank (decode.padded_probs)."""
+        from .decode import padded_probs
+
         steps = [self.meta.steps_for(im.shape[1], im.shape[0]) for im in images]
-        out = np.zeros((len(images), max(steps, default=self.meta.output_shape[0]), self.meta.num_classes),
-                       np.float32)
-        if self.meta.width_rule is not None:
-            out[..., self.meta.blank_index] = 1.0
+        out = padded_probs(self.meta, len(images), max(steps, default=self.meta.output_shape[0]))
         by_size: dict[tuple, list[int]] = defaultdict(list)
         for i, im in enumerate(images):
             by_size[im.shape].append(i)

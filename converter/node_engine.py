@@ -24,6 +24,7 @@ import numpy as np
 
 from captchalens import paths
 from captchalens.contract import KERAS_FILE, META_FILE, load_meta
+from captchalens.decode import padded_probs
 from captchalens.errors import UserError
 from captchalens.files import sha256_file
 
@@ -121,11 +122,8 @@ def probs_tfjs(images: list[np.ndarray], model: str | os.PathLike) -> tuple[list
     data = run_node(model, images)
     meta = load_meta(model)
     results = data.pop("results")
-    k = meta.num_classes
-    rows = [np.asarray(r["probs"], np.float32).reshape(-1, k) for r in results]
-    probs = np.zeros((len(rows), max((len(r) for r in rows), default=meta.output_shape[0]), k), np.float32)
-    if meta.width_rule is not None:
-        probs[..., meta.blank_index] = 1.0
+    rows = [np.asarray(r["probs"], np.float32).reshape(-1, meta.num_classes) for r in results]
+    probs = padded_probs(meta, len(rows), max((len(r) for r in rows), default=meta.output_shape[0]))
     for i, r in enumerate(rows):
         probs[i, :len(r)] = r
     return [(r["text"], float(r["confidence"])) for r in results], probs, data

@@ -28,6 +28,9 @@ from captchalens.contract import KERAS_FILE, ModelMeta, pixel_preprocessing
 from captchalens.decode import decode
 from captchalens.files import replace_dir, replacing
 from captchalens.tflite import TFLITE_FILE, export_tflite
+# Imported lazily by the Solver that measures the saved model: up front here, for the same reason
+# (stage 15 of the general reader crashed in that measurement after preprocess.py was edited).
+from captchalens import modelfile, preprocess, solver  # noqa: F401
 
 from . import distribute, networks
 from .augment import make_augment

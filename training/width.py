@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from captchalens.contract import KERAS_FILE, load_meta
@@ -42,13 +41,8 @@ def give_width_rule(model_dir: str | Path, rule: dict | None = None) -> Path:
     meta.validate()
     model = networks.build("general", meta, width=width)
     model.set_weights(old.get_weights())
-    with tempfile.TemporaryDirectory() as keep:
-        extra = {}
-        for name in ("curves.png", "log.csv"):
-            if (model_dir / name).is_file():
-                extra[name] = Path(keep) / name
-                extra[name].write_bytes((model_dir / name).read_bytes())
-        return save_model(model, meta, model_dir, extra)
+    # save_model copies these into its new folder before that replaces this one
+    return save_model(model, meta, model_dir, {name: model_dir / name for name in ("curves.png", "log.csv")})
 
 
 def main(argv=None) -> int:
