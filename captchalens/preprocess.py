@@ -58,6 +58,9 @@ class Preprocessor:
         self._fn = tf.function(
             self._fixed, input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
             reduce_retracing=True)
+        self._at_rule = tf.function(
+            self._batch, input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
+            reduce_retracing=True)
 
     def _pixels(self, rgba: tf.Tensor) -> tf.Tensor:
         x = tf.cast(rgba, tf.float32)
@@ -90,3 +93,27 @@ class Preprocessor:
             batch = np.stack([images[i] for i in idx])
             out[idx] = self._fn(tf.constant(batch)).numpy()
         return out
+
+    def wide(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """images: RGBA uint8 arrays, sizes may differ, for a reader with a width rule. Returns
+        (float32 [N, H, max, C], int32 [N]): each image as the solver reads it (_batch, at the
+        width the rule gives it) in its first widths[i] columns, the rest what a white pixel
+        preprocesses to; max is the rule's. The arrays a reader with a width rule trains on."""
+        rule = self.meta.width_rule
+        if rule is None:
+            raise ValueError(f"{self.meta.name}: reads every image {self.meta.input_width} wide "
+                             f"(no width rule): its inputs are Preprocessor(meta)(images)")
+        white = 255.0 * self.scale + self.offset
+        out = np.full((len(images), self.size[0], rule["max"], 1 if self.gray else 3), white, np.float32)
+        widths = np.empty(len(images), np.int32)
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            by_size[im.shape[:2]].append(i)
+        for (h, w), idx in by_size.items():
+            width = self.meta.input_width_for(w, h)
+            batch = self._at_rule(tf.constant(np.stack([images[i] for i in idx]))).numpy()
+            if batch.shape[2] != width:  # the graph's rule and the contract's must agree
+                raise AssertionError(f"{w}x{h}: read {batch.shape[2]} wide, the contract says {width}")
+            out[idx, :, :width] = batch
+            widths[idx] = width
+        return out, widths

@@ -144,10 +144,13 @@ def fit_answers(probs: np.ndarray, meta, texts: list[str]) -> Fit:
     return fit_temperature(probs, [a == t for (a, _), t in zip(answers, texts)])
 
 
-def on_validation(model, meta, x_va: np.ndarray, t_va: list[str]) -> dict | None:
-    """At the end of training: fit on the validation set (uint8 model inputs, as
-    training/train.py keeps them) and return the `calibration` record (see on_probs)."""
-    return on_probs(model.predict(x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0), meta, t_va)
+def on_validation(model, meta, x_va, t_va: list[str]) -> dict | None:
+    """At the end of training: fit on the validation set (uint8 model inputs as
+    training/train.py keeps them: an array, or wide.WideImages) and return the `calibration`
+    record (see on_probs)."""
+    from .wide import predict
+
+    return on_probs(predict(model, meta, x_va), meta, t_va)
 
 
 def on_probs(probs: np.ndarray, meta, texts: list[str]) -> dict | None:

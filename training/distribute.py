@@ -283,12 +283,13 @@ def train_input(dist: Dist, x, y, plan: BatchPlan, seed: int, augment, make_data
     return keras.utils.experimental.DatasetCreator(dataset_fn)
 
 
-def predict_local(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The model's outputs on inputs (uint8 as stored, or floats in 0..1), computed here
-    (no distributed predict)."""
-    def floats(a):
-        return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a
+def predict_local(model, x, batch: int = 256, meta=None) -> np.ndarray:
+    """The model's outputs on inputs (uint8 as stored, or floats in 0..1; with `meta`, also
+    wide.WideImages), computed here (no distributed predict)."""
+    from .wide import WideImages, floats, predict
 
+    if isinstance(x, WideImages):
+        return predict(model, meta, x, batch)  # by width, computed here as below
     outs = [model(floats(x[i:i + batch]), training=False).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(outs)
 
@@ -307,7 +308,7 @@ def _validation_class():
         def on_epoch_end(self, epoch, logs=None):
             from captchalens.decode import decode
 
-            probs = predict_local(self.model, self.x_va)
+            probs = predict_local(self.model, self.x_va, meta=self.meta)
             logs = logs if logs is not None else {}
             logs["val_loss"] = float(np.mean(self.loss_fn(self.y_va, probs)))
             if self.meta.decoding == "fixed":

@@ -20,6 +20,8 @@ import numpy as np
 
 from captchalens.files import replacing
 
+from .wide import WideImages, concat
+
 DEFAULT_CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -131,10 +133,16 @@ def _chunk(args):
         im, text = spec.draw(seed, i)  # GenSpec, or render.RenderSpec
         texts.append(text)
         out_x.append(_rgba(im))
-    if pre is not None:
-        x = pre(out_x)
-        out_x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    if pre is not None and pre.meta.width_rule is not None:  # each at its rule width (wide.py)
+        x, widths = pre.wide(out_x)
+        out_x = WideImages(_to_uint8(x), widths)
+    elif pre is not None:
+        out_x = _to_uint8(pre(out_x))
     return start, out_x, texts
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
 _PRE = {}
@@ -180,7 +188,8 @@ def generate(spec: GenSpec, n: int, seed: int, meta=None, workers: int | None = 
     Without `meta`: returns (list of RGBA uint8 arrays, list of texts).
     With `meta` (a ModelMeta): images are preprocessed to the model input and
     stored as uint8 (value*255, rounded) to keep big sets in memory: returns
-    (uint8 array [n, H, W, C], texts).
+    (uint8 array [n, H, W, C], texts); for a reader with a width rule, each image at
+    its rule width, (wide.WideImages, texts).
     """
     workers = workers or os.cpu_count() or 1
     meta_json = json.dumps(meta.to_json()) if meta is not None else None
@@ -204,7 +213,7 @@ def generate(spec: GenSpec, n: int, seed: int, meta=None, workers: int | None = 
     all_texts = [t for ts in texts for t in ts]
     if meta is None:
         return [x for xx in xs for x in xx], all_texts
-    return np.concatenate(xs), all_texts
+    return concat(xs), all_texts
 
 
 def cached(spec: GenSpec, n: int, seed: int, meta, cache_dir: str | os.PathLike | None,
@@ -221,9 +230,11 @@ def cached(spec: GenSpec, n: int, seed: int, meta, cache_dir: str | os.PathLike 
     path = Path(cache_dir) / f"gen-{spec.key()}-{pre_key}-{seed}-{n}{shard}.npz"
     if path.is_file():
         with np.load(path) as z:
-            return z["x"], [str(t) for t in z["texts"]]
+            x = WideImages(z["x"], z["widths"]) if "widths" in z.files else z["x"]
+            return x, [str(t) for t in z["texts"]]
     x, texts = generate(spec, n, seed, meta, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"x": x.pixels, "widths": x.widths} if isinstance(x, WideImages) else {"x": x}
     with replacing(path) as tmp:  # cluster workers fill the same validation file at once
-        np.savez(tmp, x=x, texts=np.array(texts))
+        np.savez(tmp, **arrays, texts=np.array(texts))
     return x, texts

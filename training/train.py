@@ -32,7 +32,7 @@ from captchalens.tflite import TFLITE_FILE, export_tflite
 # (stage 15 of the general reader crashed in that measurement after preprocess.py was edited).
 from captchalens import modelfile, preprocess, solver  # noqa: F401
 
-from . import distribute, networks
+from . import distribute, networks, wide
 from .augment import make_augment
 from .calibrate import on_validation
 from .config import TrainConfig
@@ -90,12 +90,12 @@ class CtcValidation(keras.callbacks.Callback):
     solver decodes (greedy), exact and ignoring case, written into the epoch's logs
     before the checkpoint and early-stopping callbacks read them."""
 
-    def __init__(self, meta: ModelMeta, x_va: np.ndarray, t_va: list[str]):
+    def __init__(self, meta: ModelMeta, x_va, t_va: list[str]):
         super().__init__()
         self.meta, self.x_va, self.t_va = meta, x_va, t_va
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = self.model.predict(self.x_va.astype(np.float32) / 255.0, batch_size=512, verbose=0)
+        probs = wide.predict(self.model, self.meta, self.x_va)  # at each image's width, if it has one
         answers = [t for t, _ in decode(probs, self.meta)]
         if logs is not None:
             logs["val_captcha_acc"] = float(np.mean([a == t for a, t in zip(answers, self.t_va)]))
@@ -147,12 +147,16 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, augment=None):
-    """uint8 model inputs -> float batches through tf.data."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(min(len(x), 50_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch, drop_remainder=shuffle)
+def dataset(x, y: np.ndarray, batch: int, shuffle: bool, seed: int, augment=None):
+    """uint8 model inputs (an array, or wide.WideImages: batches of one width each) -> float
+    batches through tf.data."""
+    if isinstance(x, wide.WideImages):
+        ds = wide.batches(x, y, batch, shuffle, seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(min(len(x), 50_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch, drop_remainder=shuffle)
     to_float = lambda a, b: (tf.cast(a, tf.float32) / 255.0, b)  # noqa: E731
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
@@ -352,7 +356,7 @@ def _training_set(cfg: TrainConfig, spec: GenSpec, n: int, seed: int, meta: Mode
     xr, tr = cached(rspec, count, seed, meta, cfg.cache, workers=cfg.workers, start=first)
     order = np.random.default_rng(seed).permutation(len(texts) + len(tr))
     both = texts + tr  # once: building it per item made this quadratic (400k captchas: hours)
-    return np.concatenate([x, xr])[order], [both[i] for i in order]
+    return wide.concat([x, xr])[order], [both[i] for i in order]
 
 
 def _last(hist, key):
