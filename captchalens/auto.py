@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .alphabet import covers
 from .contract import ContractError
 from .files import write_atomic
 from .paths import PACKAGE_MODELS
@@ -94,15 +95,19 @@ class AutoSolver:
             raise ContractError(f"{RULE_FILE} is missing: this package has no automatic reader")
         return cls(rule, PACKAGE_MODELS / rule.first, PACKAGE_MODELS / rule.then)
 
-    def solve_named(self, images: list) -> list[tuple[str, float, str]]:
-        """RGBA uint8 images -> (text, confidence, name of the model that answered) each."""
-        first = self.first.solve_images(images)
+    def solve_named(self, images: list, alphabet: str | None = None) -> list[tuple[str, float, str]]:
+        """RGBA uint8 images -> (text, confidence, name of the model that answered) each.  With a
+        site's `alphabet` (alphabet.read_with), both models read with it, and the first is
+        skipped when it cannot read all of its families (alphabet.covers)."""
+        if alphabet and not covers(self.first.meta.charset, alphabet):
+            return [(t, c, self.rule.then) for t, c in self.then.solve_images(images, alphabet)]
+        first = self.first.solve_images(images, alphabet)
         unsure = [i for i, (_, c) in enumerate(first) if not self.rule.first_stands(c)]
         out = [(t, c, self.rule.first) for t, c in first]
         if unsure:
-            for i, (t, c) in zip(unsure, self.then.solve_images([images[i] for i in unsure])):
+            for i, (t, c) in zip(unsure, self.then.solve_images([images[i] for i in unsure], alphabet)):
                 out[i] = (t, c, self.rule.then)
         return out
 
-    def solve_images(self, images: list) -> list[tuple[str, float]]:
-        return [(t, c) for t, c, _ in self.solve_named(images)]
+    def solve_images(self, images: list, alphabet: str | None = None) -> list[tuple[str, float]]:
+        return [(t, c) for t, c, _ in self.solve_named(images, alphabet)]

@@ -39,9 +39,21 @@ def padded_probs(meta: ModelMeta, n: int, steps: int) -> np.ndarray:
     return out
 
 
-def decode(probs: np.ndarray, meta: ModelMeta) -> list[tuple[str, float]]:
-    """probs: [N, positions, classes] -> [(text, confidence)] per captcha."""
+def restrict(probs: np.ndarray, meta: ModelMeta, allowed: str) -> np.ndarray:
+    """probs with every character not in `allowed` (a site's alphabet: alphabet.site_charset)
+    at probability 0, the blank kept: such a character is never chosen, and the confidence is
+    the answer's among the characters allowed (at any temperature but 1, where it stays the
+    raw maxima)."""
+    keep = np.array([c in allowed for c in meta.charset] + [True] * (meta.num_classes - len(meta.charset)))
+    return np.where(keep, np.asarray(probs, np.float32), np.float32(0.0))
+
+
+def decode(probs: np.ndarray, meta: ModelMeta, allowed: str | None = None) -> list[tuple[str, float]]:
+    """probs: [N, positions, classes] -> [(text, confidence)] per captcha; with `allowed`, only
+    those characters of the charset are read (restrict)."""
     probs = np.asarray(probs, np.float32)
+    if allowed is not None and set(meta.charset) - set(allowed):
+        probs = restrict(probs, meta, allowed)
     best = probs.argmax(axis=-1)
     conf = confidence(probs, meta.temperature)
     out = []

@@ -134,17 +134,28 @@ class Solver:
                 out_p[part] = self._run(self._tf.constant(batch)).numpy()
         return out
 
-    def solve_pixels(self, images: list[np.ndarray]) -> list[Answer]:
-        from .decode import decode
-
+    def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
-        return [Answer(t, c) for t, c in decode(self.probs(rgba), self.meta)]
+        return [Answer(t, c) for t, c in self.solve_images(rgba, alphabet)]
 
-    def solve_images(self, images: list[np.ndarray]) -> list[tuple[str, float]]:
-        """RGBA uint8 images -> (text, confidence) each."""
+    def solve_images(self, images: list[np.ndarray], alphabet=None) -> list[tuple[str, float]]:
+        """RGBA uint8 images -> (text, confidence) each.  `alphabet`: the characters a site's
+        captchas showed (alphabet.read_with: read with their families only), one for all the
+        images or a list of one each (None: the whole charset)."""
+        from .alphabet import read_with
         from .decode import decode
 
-        return decode(self.probs(images), self.meta)
+        probs = self.probs(images)
+        each = alphabet if isinstance(alphabet, list) else [alphabet] * len(images)
+        if len(each) != len(images):
+            raise ValueError(f"{len(images)} images but {len(each)} alphabets")
+        out: list = [None] * len(images)
+        for a in set(each):  # one decode per alphabet
+            idx = [i for i, e in enumerate(each) if e == a]
+            allowed = read_with(self.meta.charset, a) if a else None
+            for i, answer in zip(idx, decode(probs[idx], self.meta, allowed)):
+                out[i] = answer
+        return out
 
     def solve_stream(self, paths: Iterable, chunk: int = STREAM_CHUNK) -> Iterator[tuple[Path, Answer | ImageError]]:
         """Solve image files as they are read, in order: (path, Answer) for each

@@ -5,7 +5,7 @@ many bytes of UTF-8 JSON. The browser may send up to 4 GB; this host reads at mo
 MAX_REQUEST (a captcha is a few KB) and answers at most MAX_ANSWER (the browser's own
 limit, 1 MB). Protocol, version API_VERSION:
 
-    request  {"api": 1, "id": 7, "type": "solve", "data": {"image": "<base64>", "model": null}}
+    request  {"api": 1, "id": 7, "type": "solve", "data": {"image": "<base64>", "model": null, "alphabet": null}}
     answer   {"api": 1, "id": 7, "type": "solve", "ok": true, "result": {"text": ..., ...}}
     error    {"api": 1, "id": 7, "type": "solve", "ok": false, "status": 400, "error": "..."}
 
@@ -146,7 +146,7 @@ def _samples(state, data: dict) -> dict:
 OPERATIONS = {
     "health": lambda state, data: service.health(state),
     "models": lambda state, data: service.models(state),
-    "solve": lambda state, data: service.solve(state, _image(data), data.get("model")),
+    "solve": lambda state, data: service.solve(state, _image(data), data.get("model"), data.get("alphabet")),
     "samples": _samples,
     "reload": lambda state, data: service.reload(state),
     "sites": lambda state, data: service.sites(state),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captchalens.alphabet import covers
 from captchalens.auto import AUTO_NAME, RULE_FILE, load_rule
 from captchalens.contract import KERAS_FILE, META_FILE, ContractError, ModelMeta, load_meta
 from captchalens.home import models_dir, safe_name
@@ -35,16 +36,16 @@ class LockedRunner:
         self.solver = solver
         self._lock = threading.Lock()
 
-    def solve(self, rgba: np.ndarray) -> tuple[str, float]:
+    def solve(self, rgba: np.ndarray, alphabet: str | None = None) -> tuple[str, float]:
         with self._lock:
-            return self.solver.solve_images([rgba])[0]
+            return self.solver.solve_images([rgba], alphabet)[0]
 
 
 class _Job:
-    __slots__ = ("rgba", "done", "answer", "error")
+    __slots__ = ("rgba", "alphabet", "done", "answer", "error")
 
-    def __init__(self, rgba):
-        self.rgba, self.done, self.answer, self.error = rgba, threading.Event(), None, None
+    def __init__(self, rgba, alphabet=None):
+        self.rgba, self.alphabet, self.done, self.answer, self.error = rgba, alphabet, threading.Event(), None, None
 
 
 class BatchRunner:
@@ -61,8 +62,8 @@ class BatchRunner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def solve(self, rgba: np.ndarray, timeout: float = 60.0) -> tuple[str, float]:
-        job = _Job(rgba)
+    def solve(self, rgba: np.ndarray, alphabet: str | None = None, timeout: float = 60.0) -> tuple[str, float]:
+        job = _Job(rgba, alphabet)
         with self._lock:
             self._queue.put(job)
             if self._thread is None:
@@ -90,7 +91,7 @@ class BatchRunner:
                 except queue.Empty:
                     break
             try:
-                answers = self.solver.solve_images([j.rgba for j in jobs])
+                answers = self.solver.solve_images([j.rgba for j in jobs], [j.alphabet for j in jobs])
                 for j, a in zip(jobs, answers):
                     j.answer = a
             except Exception as e:  # noqa: BLE001 - handed to each waiting request
@@ -102,16 +103,19 @@ class BatchRunner:
 
 class AutoRunner:
     """The "auto" reader (captchalens/auto.py): the first model's answer when it is sure
-    enough, else the other model's. Each call goes through that model's own runner."""
+    enough, else the other model's. Each call goes through that model's own runner; a site's
+    alphabet goes to both, and skips the first when it cannot read it (AutoSolver's rule)."""
 
     def __init__(self, rule, first: "Entry", then: "Entry"):
         self.rule, self.first, self.then = rule, first, then
 
-    def solve(self, rgba: np.ndarray) -> tuple[str, float]:
-        text, confidence = self.first.runner.solve(rgba)
+    def solve(self, rgba: np.ndarray, alphabet: str | None = None) -> tuple[str, float]:
+        if alphabet and not covers(self.first.meta.charset, alphabet):
+            return self.then.runner.solve(rgba, alphabet)
+        text, confidence = self.first.runner.solve(rgba, alphabet)
         if self.rule.first_stands(confidence):
             return text, confidence
-        return self.then.runner.solve(rgba)
+        return self.then.runner.solve(rgba, alphabet)
 
 
 # ---- the registry ------------------------------------------------------------

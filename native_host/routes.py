@@ -131,13 +131,16 @@ def unexpected(e: Exception):
 
 
 # ---- reading what was sent -----------------------------------------------------
+FIELDS = ("model", "text", "site", "alphabet")  # what an upload may carry besides the image
+
+
 def read_upload() -> tuple[bytes, dict]:
-    """The image bytes and the other fields (model, text, site) of /solve or /samples."""
-    fields = {k: v for k, v in request.args.items() if k in ("model", "text", "site")}
+    """The image bytes and the other fields (model, text, site, alphabet) of /solve or /samples."""
+    fields = {k: v for k, v in request.args.items() if k in FIELDS}
     kind = request.mimetype
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = request.form
-        fields.update({k: v for k, v in form.items() if k in ("model", "text", "site")})
+        fields.update({k: v for k, v in form.items() if k in FIELDS})
         upload = request.files.get("image")
         if upload is not None:
             return upload.read(), fields
@@ -151,7 +154,7 @@ def read_upload() -> tuple[bytes, dict]:
             raise ApiError(400, f"the body is not valid JSON: {HOW_TO_SEND}") from None
         if not isinstance(body, dict) or "image" not in body:
             raise ApiError(400, f"the JSON body must be an object with an 'image' key: {HOW_TO_SEND}")
-        fields.update({k: body[k] for k in ("model", "text", "site") if k in body})
+        fields.update({k: body[k] for k in FIELDS if k in body})
         return from_base64(body["image"]), fields
     if kind.startswith("image/") or kind == "application/octet-stream":
         return request.get_data(), fields
@@ -174,7 +177,7 @@ def models():
 @bp.post("/solve")
 def solve():
     data, fields = read_upload()
-    return service.solve(state(), data, fields.get("model"))
+    return service.solve(state(), data, fields.get("model"), fields.get("alphabet"))
 
 
 @bp.post("/samples")

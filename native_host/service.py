@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from captchalens import __version__
+from captchalens.alphabet import MAX_ALPHABET
 from captchalens.images import ImageError, read_rgba
 
 from .demo import DemoChallenges
@@ -131,13 +132,27 @@ def models(state: HostState) -> dict:
     return state.registry.describe()
 
 
-def solve(state: HostState, data: bytes, model: str | None = None) -> dict:
-    """{text, confidence, model, ms} for one captcha image's bytes."""
+def alphabet_field(value) -> str | None:
+    """The optional 'alphabet' of a solve: the characters a site's corrections showed
+    (captchalens/alphabet.py: the captcha is read with their families only)."""
+    value = text_field({"alphabet": value}, "alphabet")
+    if value is None:
+        return None
+    if len(value) > MAX_ALPHABET or any(c.isspace() or not c.isprintable() for c in value):
+        raise ServiceError(400, f"'alphabet' must be at most {MAX_ALPHABET} printable characters "
+                                f"without spaces: the characters the site's captchas showed")
+    return value
+
+
+def solve(state: HostState, data: bytes, model: str | None = None, alphabet: str | None = None) -> dict:
+    """{text, confidence, model, ms} for one captcha image's bytes; with a site's `alphabet`,
+    read with its character families only."""
     start = time.perf_counter()
     entry = pick_model(state, text_field({"model": model}, "model"))
+    alphabet = alphabet_field(alphabet)
     rgba = decode_image(data)
     try:
-        text, confidence = entry.runner.solve(rgba)
+        text, confidence = entry.runner.solve(rgba, alphabet)
     except TimeoutError as e:
         raise ServiceError(503, str(e)) from None
     return {"text": text, "confidence": float(f"{confidence:.6g}"), "model": entry.name,

@@ -90,6 +90,34 @@ def test_the_python_auto_solver_answers_each_image_with_the_model_the_rule_picks
         assert {n for _, _, n in got} == {"default" if sure == 0.0 else "tiny"}
 
 
+def test_a_sites_alphabet_the_first_model_cannot_read_goes_straight_to_the_other(tmp_path, default_model_dir,
+                                                                                 tiny_model, monkeypatch):
+    """The default model reads 0-9a-z: on a site of capitals it can never be right, so the
+    automatic reader asks the other model at once, in Python and on the host; on a site of
+    digits both read digits only, and the first answers as its rule says."""
+    from captchalens.auto import AutoSolver
+    from captchalens.native_host.registry import Registry
+    from captchalens.solver import get_solver
+    from captchalens.training.generate import GenSpec, generate
+
+    images, _ = generate(GenSpec(width=(100, 220), height=(40, 80)), 8, seed=6, workers=1, progress=False)
+    auto = AutoSolver(AutoRule("default", "tiny", 0.0), default_model_dir, tiny_model)  # the first always stands
+    assert "A" not in auto.first.meta.charset
+    capitals = auto.solve_named(images, "QXZ")
+    assert capitals == [(t, c, "tiny") for t, c in get_solver(tiny_model).solve_images(images, "QXZ")]
+    digits = auto.solve_named(images, "42")
+    assert digits == [(t, c, "default") for t, c in get_solver(default_model_dir).solve_images(images, "42")]
+    assert all(t.isdigit() for t, _, _ in digits) and not all(t.isdigit() for t, _, _ in auto.solve_named(images))
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    rule = save_rule(AutoRule("default", "tiny", 0.0), tmp_path / "auto.json")
+    registry = Registry([default_model_dir, tiny_model], fixed_source="package", rule_file=rule).reload()
+    for im, (text, conf, _) in zip(images[:3], capitals):
+        assert registry.entries["auto"].runner.solve(im, "QXZ") == (text, conf)
+    for im, (text, conf, _) in zip(images[:3], digits):
+        assert registry.entries["auto"].runner.solve(im, "42") == (text, conf)
+
+
 def test_solve_with_auto_and_no_rule_says_so(tmp_path, monkeypatch, capsys):
     import captchalens.auto as auto
     from captchalens.cli import main

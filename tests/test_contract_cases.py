@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from captchalens import contract
@@ -76,7 +77,20 @@ const metas = table.meta_cases.map((c) => {
 const images = table.image_cases.map((c) => E.imageSizeProblem(limits, c.width, c.height) || null);
 const widths = table.width_cases.map((c) => E.inputWidth({input_width: c.model.input_width,
   input_height: c.model.input_height, preprocessing: {resize: {width: c.model.width}}}, c.width, c.height));
-console.log(JSON.stringify({metas, images, widths}));
+const alphabets = table.alphabet_cases.map((c) => ({ charset: E.siteCharset(c.charset, c.seen, c.labels),
+  covers: E.coversAlphabet(c.charset, c.seen) }));
+// decode with a site's alphabet: seeded probabilities, read whole and read with the case's alphabet
+let seed = 7;
+const rand = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
+const decoded = table.alphabet_cases.map((c) => {
+  const K = c.charset.length + 1, P = 12, probs = new Float32Array(P * K);
+  for (let t = 0; t < P; t++) { let sum = 0; for (let k = 0; k < K; k++) { const v = rand() ** 4; probs[t * K + k] = v; sum += v; }
+    for (let k = 0; k < K; k++) { probs[t * K + k] /= sum; } }
+  const meta = { charset: c.charset, decoding: 'ctc_greedy', calibration: { temperature: 0.8 } };
+  return { probs: Array.from(probs), whole: E.decode(meta, probs, P, K),
+    site: E.decode(meta, probs, P, K, E.siteCharset(c.charset, c.seen, c.labels)) };
+});
+console.log(JSON.stringify({metas, images, widths, alphabets, decoded}));
 """
 
 
@@ -140,6 +154,39 @@ def test_python_tensorflow_and_engine_js_read_each_image_at_the_same_width(js_ve
     # the edges are real edges: one pixel either side of half way lands on either multiple
     edges = {c["expect"] for c in cases if "half way" in c["case"]}
     assert len(edges) == 2
+
+
+def test_both_languages_read_a_site_with_the_same_alphabet(js_verdicts):
+    """alphabet.py and engine.js: the characters a site is read with after its corrections,
+    whether a reader covers them (the automatic reader's skip), and the answer decoded with
+    them, text and confidence, from the same probabilities."""
+    from captchalens.alphabet import covers, site_charset
+    from captchalens.decode import decode
+
+    cases = _table()["alphabet_cases"]
+    assert len(cases) == len(js_verdicts["alphabets"]) >= 10
+    wrong = []
+    for case, js, dec in zip(cases, js_verdicts["alphabets"], js_verdicts["decoded"]):
+        py = site_charset(case["charset"], case["seen"], case["labels"])
+        if not py == js["charset"] == case["expect"]:
+            wrong.append(f"{case['case']}: expected {case['expect']!r}, Python {py!r}, engine.js {js['charset']!r}")
+        if not covers(case["charset"], case["seen"]) == js["covers"] == case["covers"]:
+            wrong.append(f"{case['case']}: covers: expected {case['covers']}, engine.js {js['covers']}")
+        meta = ModelMeta(name="m", charset=case["charset"], input_height=8, input_width=48, input_channels=1,
+                         decoding="ctc_greedy", output_shape=[12, len(case["charset"]) + 1],
+                         calibration={"temperature": 0.8})
+        probs = np.array(dec["probs"], np.float32).reshape(1, 12, -1)
+        for got, allowed in ((dec["whole"], None), (dec["site"], py)):
+            (text, conf), = decode(probs, meta, allowed)
+            if text != got["text"] or abs(conf - got["confidence"]) > 1e-5 * max(conf, 1e-30):
+                wrong.append(f"{case['case']}: decoded with {allowed!r}: Python {text!r} {conf:.6g}, "
+                             f"engine.js {got['text']!r} {got['confidence']:.6g}")
+            if allowed is not None:
+                assert set(text) <= set(allowed)
+    assert not wrong, "\n".join(wrong)
+    # the cases reach both sides: answers that change with the alphabet, and ones that do not
+    changed = [d["whole"]["text"] != d["site"]["text"] for d in js_verdicts["decoded"]]
+    assert any(changed) and not all(changed)
 
 
 def test_the_image_cases_sit_on_the_limits_of_the_one_limits_file():

@@ -700,3 +700,57 @@ def test_demo_page_of_the_local_host(setup, browser, sw, page, host_home):
         else:  # the host's verdict names what was sent and what it was
             expect(verdict).to_contain_text("Not quite")
             expect(codes).to_have_text([text, answer])
+
+
+def test_a_sites_corrections_teach_it_the_characters_it_uses(setup, browser, sw, page):
+    """Three corrections in capitals (the note's box, with the host away: they wait in the queue)
+    and the site is read with capitals only: the automatic reader skips the default model (it
+    reads 0-9a-z, never right here) for the general reader, and the note says why. "Read all" on
+    the options page undoes it."""
+    if setup.auto is None:
+        pytest.skip("the extension under test has no automatic reader (a copy holding a test model)")
+    from captchalens.alphabet import MIN_LABELS
+
+    def solve(seed):
+        png, label, rgba = sb.captcha(seed=seed)
+        with sb.serving(captcha_page(png)) as server:
+            open_page(browser, page, server)
+            result = sb.solve_from_menu(sw, page, server.url("/c.png"))
+            assert result["ok"] and result["source"] == "browser", result
+            sb.note_seen(sb.note_frame(page))
+            return result, rgba
+
+    try:
+        first, rgba = solve(41)
+        assert first["model"] == setup.auto.rule.first and first["text"] == first["text"].lower()
+        expect(overlay(page, "message")).not_to_contain_text("corrections on this site")
+        for n, right in enumerate(["ABCD", "EFGH", "KLMN"][:MIN_LABELS], 1):
+            if n > 1:
+                solve(41 + n)
+            overlay(page, "correct-input").fill(right)
+            overlay(page, "correct-send").click()
+            expect(overlay(page, "correct-status")).to_contain_text("will be sent when the local host is reachable")
+            expect(page.locator("#answer")).to_have_value(right)
+
+        taught, _ = solve(41)  # the first captcha again, now read as a site of capitals
+        text, _, model = setup.auto.solve_named([rgba], "ABCDEFGHKLMN")[0]  # TF, with the same alphabet
+        assert taught["model"] == model == setup.auto.rule.then, taught
+        assert taught["text"] == text and text.isalpha() and text == text.upper(), (taught, text)
+        expect(overlay(page, "message")).to_contain_text(
+            f"Read with capitals only: the characters of your {MIN_LABELS} corrections on this site.")
+
+        options = options_page(browser)
+        try:
+            row = options.locator('#sites tbody tr[data-site="127.0.0.1"]')
+            expect(row).to_contain_text("capitals")
+            row.get_by_role("button", name="read 127.0.0.1 with every character again").click()
+            expect(row).to_contain_text("all")
+            expect(row.get_by_role("button", name="read 127.0.0.1 with every character again")).to_have_count(0)
+        finally:
+            options.close()
+        again, _ = solve(41)
+        assert again["text"] == first["text"] and again["model"] == first["model"], again
+        expect(overlay(page, "message")).not_to_contain_text("corrections on this site")
+    finally:  # the module's later tests start from a browser that learnt nothing
+        sb.set_storage(sw, {"sites": {}, "sampleQueue": []})
+        sw.evaluate("chrome.alarms.clear('captchalens-retry-samples')")

@@ -102,6 +102,24 @@ def test_a_model_is_chosen_by_name_and_an_unknown_one_is_named(client):
     assert r.status_code == 404 and r.json == {"error": "no model named 'nope'; this host serves: random"}
 
 
+def test_the_alphabet_comes_as_the_model_does_query_form_or_json(client, model):
+    """The extension sends a site's characters as ?alphabet= (a PNG body, like its model)."""
+    from urllib.parse import quote
+
+    png, _ = captcha(2)
+    want = Solver(model).solve_pixels([read_rgba(png)], "xyz")[0].text
+    answers = [
+        client.post("/solve?alphabet=" + quote("xyz"), data=png, content_type="image/png"),
+        client.post("/solve", data={"image": (io.BytesIO(png), "c.png"), "alphabet": "xyz"}),
+        client.post("/solve", json={"image": b64(png), "alphabet": "xyz"}),
+    ]
+    for r in answers:
+        assert r.status_code == 200, r.json
+        assert r.json["text"] == want and set(want) <= set("abcdefghijklmnopqrstuvwxyz")
+    r = client.post("/solve?alphabet=" + quote("a b"), data=png, content_type="image/png")
+    assert r.status_code == 400 and "'alphabet' must be at most 256 printable characters" in r.json["error"]
+
+
 @pytest.mark.parametrize("case", garbage(), ids=lambda c: c[0])
 def test_bad_input_gets_a_clear_json_error_never_a_500(client, case):
     _, body, kind, status, words = case
@@ -145,7 +163,7 @@ def test_a_body_over_2_mb_is_refused_with_413(client):
 def test_a_failure_inside_the_host_is_a_json_500_and_the_next_request_works(client, app, monkeypatch):
     runner = app.extensions["captchalens"].registry.entries["random"].runner
 
-    def broken(rgba):
+    def broken(rgba, alphabet=None):
         raise RuntimeError("/secret/path exploded")
     monkeypatch.setattr(runner, "solve", broken)
     r = client.post("/solve", data=captcha(0)[0], content_type="image/png")

@@ -379,13 +379,36 @@ def test_solve_gives_the_solvers_answer_for_each_captcha(door, expected):
     ({"image": 42}, 400, "'image' must be a string"),
     ({"model": "nope"}, 404, "no model named 'nope'; this host serves: random"),
     ({"model": 3}, 400, "'model' must be a string"),
+    ({"alphabet": ["a", "b"]}, 400, "'alphabet' must be a string"),
+    ({"alphabet": "ab cd"}, 400, "'alphabet' must be at most 256 printable characters without spaces"),
+    ({"alphabet": "ab\x00"}, 400, "'alphabet' must be at most 256 printable characters without spaces"),
+    ({"alphabet": "x" * 257}, 400, "'alphabet' must be at most 256 printable characters without spaces"),
     ({}, 400, "'image'"),
 ])
 def test_bad_solves_get_the_same_clear_error_on_both_doors(door, data, status, words):
-    if "model" in data:
+    if "model" in data or "alphabet" in data:
         data = dict(data, image=b64(captcha(0)[0]))
     r = door.call("solve", data)
     assert not r.ok and r.status == status and words in r.body
+
+
+def test_a_sites_alphabet_reads_with_its_families_on_both_doors(door, model):
+    """The characters a site's corrections showed (the extension sends them from the third):
+    digits seen, digits read, as the Python solver reads with the same alphabet."""
+    from captchalens.images import read_rgba
+    from captchalens.solver import Solver
+
+    solver = Solver(model)
+    answers = []
+    for i in range(4):
+        png = captcha(i)[0]
+        want = solver.solve_pixels([read_rgba(png)], "907")[0]
+        r = door.call("solve", {"image": b64(png), "alphabet": "907"})
+        assert r.ok, r
+        assert r.body["text"] == want.text and r.body["text"].isdigit(), (r.body, want)
+        assert r.body["confidence"] == pytest.approx(want.confidence, rel=1e-4)
+        answers.append((r.body["text"], solver.solve_pixels([read_rgba(png)])[0].text))
+    assert any(not whole.isdigit() for _, whole in answers)  # read whole, these captchas hold letters
 
 
 def test_a_sample_is_stored_as_the_decoded_pixels_in_its_sites_folder(door):

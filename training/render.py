@@ -42,11 +42,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from captchalens.alphabet import DIGITS, LOWER, UPPER  # the families sites draw from
 from captchalens.errors import UserError
 
-DIGITS = "0123456789"
-UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-LOWER = "abcdefghijklmnopqrstuvwxyz"
 GENERAL_CHARSET = DIGITS + UPPER + LOWER  # the general model reads case
 
 FONT_DIRS = ("/usr/share/fonts",)

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from captchalens._tf import keras, tf
+from captchalens.alphabet import FAMILIES, widen
 from captchalens.decode import decode
 
 from . import distribute
 from .folder import DataError, load_folder, split
-from .render import DIGITS, LOWER, UPPER
 
 INPUT_HEIGHT = 48  # every model reads 48 rows: the default model's trunk collapses exactly 6
 MIN_WIDTH, MAX_WIDTH = 64, 256  # input width = 48 x the images' median aspect, within these
@@ -235,21 +235,15 @@ class Init:
         return self
 
 
-FAMILIES = (("digit", DIGITS), ("upper-case letter", UPPER), ("lower-case letter", LOWER))  # render.py's alphabets
-
-
 def widen_charset(seen: str, base_charset: str) -> str:
     """The labels' characters plus, for each family they use (digits, upper-case, lower-case
     letters), every character of that family the base reads, in the base's order (other label
-    characters after). Sites draw from alphabets, and 50 labels of 5 characters rarely show all
-    of one: a character never seen would be dropped from the classifier, and every captcha
-    holding it misread (the label curve's serif-wave scheme, 0-9A-Za-z: worse after 50 labels
-    than with none). A family the labels never use stays out: a site whose labels are all lower
-    case gets a model that answers in lower case."""
-    used = [chars for _, chars in FAMILIES if set(seen) & set(chars)]
-    keep = set(seen).union(*map(set, used)) if used else set(seen)
-    ordered = [c for c in base_charset if c in keep]
-    return "".join(ordered + sorted(keep - set(ordered)))
+    characters after): alphabet.widen. Sites draw from alphabets, and 50 labels of 5 characters
+    rarely show all of one: a character never seen would be dropped from the classifier, and
+    every captcha holding it misread (the label curve's serif-wave scheme, 0-9A-Za-z: worse
+    after 50 labels than with none). A family the labels never use stays out: a site whose
+    labels are all lower case gets a model that answers in lower case."""
+    return widen(seen, base_charset)
 
 
 def _families_text(charset: str) -> str:

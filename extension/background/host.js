@@ -186,12 +186,20 @@ function hostModels() {
  * POST /solve with a PNG body.
  * @param {Blob} png
  * @param {string} [model]  model name on the host ('' = its default)
+ * @param {string} [alphabet]  the site's characters (solve.js solvePixels): read with their families only
  * @returns {Promise<{text: string, confidence: number, model: string, ms: number}>}
  */
-async function hostSolve(png, model) {
-  const query = model ? `?model=${encodeURIComponent(model)}` : '';
+async function hostSolve(png, model, alphabet = '') {
+  const params = new URLSearchParams();
+  if (model) {
+    params.set('model', model);
+  }
+  if (alphabet) {
+    params.set('alphabet', alphabet); // the site's characters: read with their families only
+  }
+  const query = params.toString() ? `?${params}` : '';
   return preferNative('solve', async () => ({ image: bytesToBase64(new Uint8Array(await png.arrayBuffer())),
-    model: model || null }),
+    model: model || null, alphabet: alphabet || null }),
   () => hostRequest(`/solve${query}`, { method: 'POST', body: png, type: 'image/png' }));
 }
 

@@ -8,7 +8,9 @@
  * touched without both.
  */
 /* global STATE_KEYS, CONTENT_FILES, loadSettings, sitePattern */
-/* exported readSites, siteMemory, rememberSite, syncAutoSolveScripts, AUTO_SOLVE_WAIT_MS */
+/* global CaptchaLensEngine */
+/* exported readSites, siteMemory, rememberSite, syncAutoSolveScripts, AUTO_SOLVE_WAIT_MS, learnAlphabet,
+   siteAlphabet */
 
 /** id of the registered auto-solve content script. */
 const AUTO_SOLVE_SCRIPT_ID = 'captchalens-autosolve';
@@ -48,6 +50,7 @@ async function rememberSite(hostname, found) {
   const sites = await readSites();
   const old = sites[hostname] || {};
   sites[hostname] = {
+    ...old, // what corrections taught (learnAlphabet) stays
     image: found.image || old.image || '',
     input: found.input || old.input || '',
     model: old.model || found.model || '',
@@ -57,6 +60,43 @@ async function rememberSite(hostname, found) {
   };
   await chrome.storage.local.set({ [STATE_KEYS.SITES]: sites });
   return sites[hostname];
+}
+
+/** Most characters kept of a site's alphabet (captchalens/alphabet.py MAX_ALPHABET, what the host takes). */
+const MAX_ALPHABET = 256;
+
+/**
+ * Learn from a correction which characters a site's captchas use: its memory keeps the
+ * characters of all its corrections (`seen`) and their number (`corrections`). Once there are
+ * CaptchaLensEngine.MIN_SITE_LABELS, the site is read with their families only (siteAlphabet).
+ * @param {string} hostname
+ * @param {string} label  a correction the host or the queue took
+ * @returns {Promise<Object>} the site's new memory
+ */
+async function learnAlphabet(hostname, label) {
+  const sites = await readSites();
+  const old = sites[hostname] || {};
+  const seen = [...new Set([...(typeof old.seen === 'string' ? old.seen : ''), ...label])].sort().join('');
+  sites[hostname] = {
+    ...old,
+    seen: [...seen].slice(0, MAX_ALPHABET).join(''),
+    corrections: (Number.isInteger(old.corrections) ? old.corrections : 0) + 1,
+  };
+  await chrome.storage.local.set({ [STATE_KEYS.SITES]: sites });
+  return sites[hostname];
+}
+
+/**
+ * The characters a site is read with (its corrections' characters), or '' while it has fewer
+ * than CaptchaLensEngine.MIN_SITE_LABELS corrections or none is remembered.
+ * @param {?Object} memory  siteMemory
+ * @returns {string}
+ */
+function siteAlphabet(memory) {
+  if (!memory || typeof memory.seen !== 'string' || !Number.isInteger(memory.corrections)) {
+    return '';
+  }
+  return memory.corrections >= CaptchaLensEngine.MIN_SITE_LABELS ? memory.seen : '';
 }
 
 /** Syncs run one after another (two at once would register the same id twice). */

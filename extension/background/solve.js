@@ -10,7 +10,7 @@
  * Every step reports a clear message in the page when it fails.
  */
 /* global tf, CaptchaLensEngine, loadSettings, getModel, modelEntry, autoRule, AUTO_NAME, injectPage, callPage, pageAccessMessage,
-          imageLimits, rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite,
+          imageLimits, rgbaFromBase64, captureCrop, pngBlob, rgbaRecord, pixelsHash, hostSolve, siteMemory, rememberSite, siteAlphabet,
           rememberSolve, AUTO_SOLVE_WAIT_MS, tfAvailable, hostOf, siteModelFor, siteModelEntry */
 /* exported solveFromMenu, solveActiveTab, autoSolveFromPage, solveInFrame, solvePixels */
 
@@ -157,7 +157,8 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
 
   // the site's chosen model, else the one trained for it from the options page, else the options' model
   const modelName = (memory && memory.model) || (await siteModelFor(where.site)) || settings.model || '';
-  const answer = await solvePixels(rgba, settings, modelName);
+  const alphabet = siteAlphabet(memory); // the characters of the site's corrections, once it has enough
+  const answer = await solvePixels(rgba, settings, modelName, alphabet);
   if (!answer.ok) {
     return fail(answer.code, answer.message);
   }
@@ -167,6 +168,10 @@ async function solveRead(req, target, settings, memory, where, fail, t0) {
     tabId: req.tabId, frameId: req.frameId || 0, site: where.site, model: answer.model, pixels: rgbaRecord(rgba),
   }); // encoded as PNG only if a correction is sent (solves.js)
   const notes = [answer.note || ''];
+  if (alphabet) {
+    notes.push(`Read with ${CaptchaLensEngine.familiesText(alphabet)} only: the characters of your ${memory.corrections} ` +
+      'corrections on this site.');
+  }
   if (read.covered) {
     notes.push('Part of the captcha is covered by the page (a header or banner CaptchaLens could not move ' +
       'away), so the answer may be wrong.');
@@ -305,9 +310,11 @@ async function tellUser(req, message, allowSite = '') {
  * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
  * @param {Object} settings
  * @param {string} modelName  '' = default
+ * @param {string} [alphabet]  the characters of the site's corrections (site_memory.js siteAlphabet):
+ *   read with their families only; '' = every character the model reads
  * @returns {Promise<Object>} {ok: true, text, confidence, source, model, backend?, note?} | {ok: false, code, message}
  */
-async function solvePixels(rgba, settings, modelName) {
+async function solvePixels(rgba, settings, modelName, alphabet = '') {
   // A model trained for a site from the options page answers here whatever the engine: the host
   // holds the same weights (checked against TF.js before it was installed), so asking it would
   // give the same answer; it is asked only when the model cannot run here.
@@ -316,7 +323,7 @@ async function solvePixels(rgba, settings, modelName) {
   let browserError = null;
   if (engine !== 'host') {
     try {
-      browser = await solveInBrowser(rgba, modelName);
+      browser = await solveInBrowser(rgba, modelName, alphabet);
     } catch (e) {
       browserError = e;
     }
@@ -326,7 +333,7 @@ async function solvePixels(rgba, settings, modelName) {
     return { ok: true, ...browser };
   }
   try {
-    const host = await hostSolve(await pngBlob(rgba), modelName);
+    const host = await hostSolve(await pngBlob(rgba), modelName, alphabet);
     const answer = { ok: true, text: String(host.text), confidence: Number(host.confidence), source: 'host', model: host.model || modelName };
     if (answer.model === AUTO_NAME) {
       answer.auto = true; // the host's automatic reader: like the browser's, never pinned to the site
@@ -364,10 +371,11 @@ function loadFailed(e) {
  * Solve with TF.js in this service worker.
  * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
  * @param {string} modelName
+ * @param {string} [alphabet]  a site's characters (solvePixels)
  * @returns {Promise<{text: string, confidence: number, source: string, model: string, backend: string, ms: number}>}
  * @throws {Error} with a user-readable message and a code
  */
-async function solveInBrowser(rgba, modelName) {
+async function solveInBrowser(rgba, modelName, alphabet = '') {
   let rule = null;
   let loaded;
   try {
@@ -384,15 +392,17 @@ async function solveInBrowser(rgba, modelName) {
   } catch (e) {
     throw e.code ? e : loadFailed(e);
   }
-  let result = await CaptchaLensEngine.solve(tf, loaded, rgba);
-  if (rule && !CaptchaLensEngine.autoFirstStands(rule, result.confidence)) {
+  // "auto" on a site whose characters the default model cannot all read: it can never be right there
+  const skipFirst = rule && alphabet && !CaptchaLensEngine.coversAlphabet(loaded.meta.charset, alphabet);
+  let result = skipFirst ? null : await CaptchaLensEngine.solve(tf, loaded, rgba, alphabet);
+  if (rule && (skipFirst || !CaptchaLensEngine.autoFirstStands(rule, result.confidence))) {
     // "auto": the default model is unsure, so this is not its scheme: the general reader answers.
     try {
       loaded = await getModel(rule.then);
     } catch (e) {
       throw loadFailed(e);
     }
-    result = await CaptchaLensEngine.solve(tf, loaded, rgba);
+    result = await CaptchaLensEngine.solve(tf, loaded, rgba, alphabet);
   }
   return {
     text: result.text, confidence: result.confidence, source: 'browser',

@@ -11,7 +11,7 @@
  * CORRECTIONS_PER_SITE in CORRECTION_WINDOW_MS, so that a page cannot fill
  * the user's training data even if it tricked them into typing.
  */
-/* global checkLabel, submitCorrection, callPage, rgbaFromBase64, pngDataUrl */
+/* global checkLabel, submitCorrection, callPage, rgbaFromBase64, pngDataUrl, loadSettings, learnAlphabet */
 /* exported rememberSolve, forgetSolve, takeCorrection, CORRECTIONS_PER_SITE, CORRECTION_WINDOW_MS */
 
 /** chrome.storage.session key of a tab's last solve: SOLVE_KEY_PREFIX + tabId. */
@@ -113,6 +113,9 @@ async function takeCorrectionNow(sender, msg) {
   }
   await chrome.storage.session.remove(key);
   await chrome.storage.session.set({ [CORRECTION_LOG_KEY]: { ...log, [solve.site]: [...recent, now] } });
+  if (solve.site && (await loadSettings()).rememberSites) {
+    await learnAlphabet(solve.site, label); // the site's characters: read with them from its third (site_memory.js)
+  }
   await callPage({ tabId: sender.tab.id, frameIds: [solve.frameId] }, 'corrected', { text: label })
     .catch(() => {}); // the page went away meanwhile: the correction is kept all the same
   return { ...result, final: true };

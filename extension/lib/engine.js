@@ -423,6 +423,83 @@
     });
   }
 
+  // A site's alphabet (captchalens/alphabet.py, line for line): the families sites draw from.
+  const FAMILIES = ['0123456789', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'];
+  // Corrections a site needs before its captchas are read with their families only.
+  const MIN_SITE_LABELS = 3;
+
+  /**
+   * The characters `seen` plus every character of each family they use, in charset's order
+   * (other seen characters after, sorted): alphabet.widen.
+   * @param {string} seen
+   * @param {string} charset
+   * @returns {string}
+   */
+  function widenAlphabet(seen, charset) {
+    const keep = new Set(seen);
+    for (const fam of FAMILIES) {
+      if ([...fam].some((c) => keep.has(c))) {
+        for (const c of fam) {
+          keep.add(c);
+        }
+      }
+    }
+    const ordered = [...charset].filter((c) => keep.has(c));
+    const inCharset = new Set(ordered);
+    const rest = [...keep].filter((c) => !inCharset.has(c)).sort();
+    return ordered.concat(rest).join('');
+  }
+
+  /**
+   * The characters of `charset` to read a site with whose captchas showed `alphabet`
+   * (alphabet.read_with): all of charset when alphabet holds none of them.
+   * @param {string} charset
+   * @param {string} alphabet
+   * @returns {string}
+   */
+  function readWith(charset, alphabet) {
+    const cs = new Set(charset);
+    return [...widenAlphabet(alphabet || '', charset)].filter((c) => cs.has(c)).join('') || charset;
+  }
+
+  /**
+   * readWith after `labels` corrections showing `seen` (alphabet.site_charset).
+   * @param {string} charset
+   * @param {string} seen
+   * @param {number} labels
+   * @returns {string}
+   */
+  function siteCharset(charset, seen, labels) {
+    return labels < MIN_SITE_LABELS ? charset : readWith(charset, seen);
+  }
+
+  /**
+   * Does a reader of `charset` read every character of the families `alphabet` shows
+   * (alphabet.covers)? The automatic reader skips its first model for a site when not.
+   * @param {string} charset
+   * @param {string} alphabet
+   * @returns {boolean}
+   */
+  function coversAlphabet(charset, alphabet) {
+    const cs = new Set(charset);
+    return [...widenAlphabet(alphabet || '', charset)].every((c) => cs.has(c));
+  }
+
+  /**
+   * For people: the families an alphabet holds, e.g. "digits and lower-case letters".
+   * @param {string} alphabet
+   * @returns {string}
+   */
+  function familiesText(alphabet) {
+    const names = ['digits', 'capitals', 'lower-case letters']
+      .filter((name, i) => [...FAMILIES[i]].some((c) => alphabet.includes(c)));
+    const other = [...new Set(alphabet)].filter((c) => !FAMILIES.some((fam) => fam.includes(c))).join('');
+    if (other) {
+      names.push(other);
+    }
+    return names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : names.join('');
+  }
+
   /**
    * Model output of one captcha -> text and confidence.
    *   fixed:      argmax per position.
@@ -434,9 +511,11 @@
    * @param {Float32Array|number[]} probs  P*K probabilities, row-major
    * @param {number} P  positions (fixed) or time steps (CTC)
    * @param {number} K  classes per position
+   * @param {?string} [allowed]  only these characters of the charset are read, the others at
+   *   probability 0, the blank kept (decode.restrict: a site's alphabet, readWith)
    * @returns {{text: string, confidence: number}}
    */
-  function decode(meta, probs, P, K) {
+  function decode(meta, probs, P, K, allowed) {
     if (!probs || probs.length !== P * K) {
       throw new Error(`decode expected ${P}x${K} probabilities, got ${probs ? probs.length : 0}`);
     }
@@ -445,13 +524,24 @@
     const chars = [];
     let confidence = 1;
     let prev = -1;
+    let p = probs;
+    if (allowed !== undefined && allowed !== null && [...meta.charset].some((c) => !allowed.includes(c))) {
+      p = Float32Array.from(probs);
+      for (let k = 0; k < meta.charset.length; k++) {
+        if (!allowed.includes(meta.charset[k])) {
+          for (let t = 0; t < P; t++) {
+            p[t * K + k] = 0;
+          }
+        }
+      }
+    }
     for (let t = 0; t < P; t++) {
       let best = 0;
-      let bestP = probs[t * K];
+      let bestP = p[t * K];
       for (let k = 1; k < K; k++) {
-        if (probs[t * K + k] > bestP) { // strict: ties keep the first index, like numpy argmax
+        if (p[t * K + k] > bestP) { // strict: ties keep the first index, like numpy argmax
           best = k;
-          bestP = probs[t * K + k];
+          bestP = p[t * K + k];
         }
       }
       if (T === 1) {
@@ -460,7 +550,7 @@
         const top = Math.max(bestP, TINY);
         let sum = 0;
         for (let k = 0; k < K; k++) {
-          sum += Math.pow(probs[t * K + k] / top, 1 / T);
+          sum += Math.pow(p[t * K + k] / top, 1 / T);
         }
         confidence *= 1 / sum;
       }
@@ -481,9 +571,10 @@
    * @param {Object} tf  the TF.js namespace
    * @param {{meta: Object, model: Object}} loaded  from loadModel
    * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba
+   * @param {?string} [alphabet]  the characters a site's corrections showed (readWith)
    * @returns {Promise<{text: string, confidence: number, ms: number, probs: Float32Array}>}
    */
-  async function solve(tf, loaded, rgba) {
+  async function solve(tf, loaded, rgba, alphabet) {
     const t0 = now();
     const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba)));
     const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
@@ -493,7 +584,8 @@
     } finally {
       y.dispose();
     }
-    const answer = decode(loaded.meta, probs, P, K);
+    const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
+    const answer = decode(loaded.meta, probs, P, K, allowed);
     return { text: answer.text, confidence: answer.confidence, ms: now() - t0, probs };
   }
 
@@ -502,10 +594,12 @@
    * @param {Object} tf  the TF.js namespace
    * @param {{meta: Object, model: Object}} loaded  from loadModel
    * @param {Array<{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}>} rgbaList
+   * @param {?string} [alphabet]  the characters a site's corrections showed (readWith)
    * @returns {Promise<Array<{text: string, confidence: number, probs: Float32Array}>>}
    */
-  async function solveBatch(tf, loaded, rgbaList) {
+  async function solveBatch(tf, loaded, rgbaList, alphabet) {
     const out = new Array(rgbaList.length);
+    const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
     for (let s = 0; s < rgbaList.length; s += BATCH) {
       // One predict per input width: the metadata's one, or each width a width rule gives.
       const groups = new Map();
@@ -537,7 +631,7 @@
         }
         idx.forEach((i, j) => {
           const probs = all.slice(j * P * K, (j + 1) * P * K);
-          const answer = decode(loaded.meta, probs, P, K);
+          const answer = decode(loaded.meta, probs, P, K, allowed);
           out[i] = { text: answer.text, confidence: answer.confidence, probs };
         });
       }
@@ -558,6 +652,7 @@
 
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
-    imageSizeProblem, temperature, autoFirstStands, inputWidth,
+    imageSizeProblem, temperature, autoFirstStands, inputWidth, MIN_SITE_LABELS, widenAlphabet, readWith,
+    siteCharset, coversAlphabet, familiesText,
   };
 });

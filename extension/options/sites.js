@@ -1,10 +1,10 @@
 /**
  * Options page, "Sites" table: what CaptchaLens remembers per site (image and
- * input selectors, model) and the per-site auto-solve switch, which asks for
+ * input selectors, model, the characters its corrections showed) and the per-site auto-solve switch, which asks for
  * access to that one site. Sites the local host has corrections for are listed
  * too; their corrections and "Train" cells are filled by train.js (fillTraining).
  */
-/* global MESSAGE, STATE_KEYS, sitePattern, fillTraining */
+/* global MESSAGE, STATE_KEYS, sitePattern, fillTraining, CaptchaLensEngine */
 /* exported renderSites */
 'use strict';
 
@@ -78,6 +78,42 @@ function siteModel(site, value) {
   select.value = value || '';
   select.addEventListener('change', () => updateSite(site, { model: select.value }));
   return select;
+}
+
+/**
+ * What a site is read with: the families its corrections showed (from the third), with a
+ * button to read it with every character again (a correction typed in the wrong case, or a
+ * site that changed its scheme).
+ * @param {string} site
+ * @param {Object} memory
+ * @returns {HTMLElement}
+ */
+function siteCharacters(site, memory) {
+  const span = document.createElement('span');
+  const n = Number.isInteger(memory.corrections) ? memory.corrections : 0;
+  const need = CaptchaLensEngine.MIN_SITE_LABELS;
+  if (!n || typeof memory.seen !== 'string') {
+    span.textContent = 'all';
+    span.title = `Read with every character the model knows until ${need} corrections show the site's`;
+    return span;
+  }
+  if (n < need) {
+    span.textContent = `all (${n} of ${need} corrections)`;
+    span.title = `From ${need} corrections on, read with the characters they show (${CaptchaLensEngine.familiesText(memory.seen)} so far)`;
+    return span;
+  }
+  span.textContent = `${CaptchaLensEngine.familiesText(memory.seen)} `;
+  span.title = `From ${n} corrections: ${memory.seen}`;
+  const reset = document.createElement('button');
+  reset.type = 'button';
+  reset.textContent = 'Read all';
+  reset.setAttribute('aria-label', `read ${site} with every character again`);
+  reset.addEventListener('click', async () => {
+    await updateSite(site, { seen: '', corrections: 0 });
+    await renderSites();
+  });
+  span.appendChild(reset);
+  return span;
 }
 
 /**
@@ -158,7 +194,7 @@ async function renderSites() {
     if (!Object.prototype.hasOwnProperty.call(sites, site)) {
       // corrections kept by the host for a site CaptchaLens does not remember (remembering is off)
       const none = document.createElement('td');
-      none.colSpan = 4;
+      none.colSpan = 5;
       none.className = 'hint';
       none.textContent = 'not remembered here';
       row.append(cell(document.createTextNode(site)), none, trainCell('count'), trainCell('train'), cell(document.createTextNode('')));
@@ -179,6 +215,7 @@ async function renderSites() {
       cell(siteText(site, 'image', memory.image)),
       cell(siteText(site, 'input', memory.input)),
       cell(siteModel(site, memory.model)),
+      cell(siteCharacters(site, memory)),
       cell(siteAutoSolve(site, memory.autoSolve)),
       trainCell('count'),
       trainCell('train'),

@@ -30,7 +30,7 @@ var ENGINES = Object.freeze(['browser', 'host', 'auto']);
 /** Storage keys that are state, not options. */
 var STATE_KEYS = Object.freeze({
   TOKENS: 'hostTokens', // {host address: its token}: a token is sent only to the address it came from
-  SITES: 'sites', // {hostname: {image, input, model, autoSolve, solved, updated}}
+  SITES: 'sites', // {hostname: {image, input, model, autoSolve, solved, updated, seen, corrections}}
   SAMPLE_QUEUE: 'sampleQueue', // corrections waiting for the local host
 });
 
