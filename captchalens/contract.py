@@ -48,8 +48,16 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 # reader: bench/results/zero_shot_variants.md).  ModelMeta.input_width_for() here,
 # preprocess.tf_input_width() in the TF and TFLite graphs and engine.js inputWidth() compute it
 # in the same integer-exact way (tests/contract_cases.json: width_cases).
+# Optional in the rule, `scales`: whole percents (50-200, one of them 100, at most 5, no repeats).
+# Each image is then read once per scale, at the rule's width scaled and rounded half up to the
+# multiple, m * floor((k * p + 50) / 100) for the rule's width m * k, within [min, max], and the
+# answer is the read with the highest confidence (the earliest scale on a tie): a reader misreads
+# differently at different widths and is least sure where it is wrong (the general reader,
+# [85, 100, 115]: bench/results/zero_shot_variants.md).
 WIDTH_RULES = ("geometric_mean",)
 MAX_INPUT_WIDTH = 1024
+MAX_SCALES = 5
+SCALE_RANGE = (50, 200)
 
 DECODINGS = ("fixed", "ctc_greedy")
 # Temperatures a model's calibration may hold (captchalens/decode.py): outside this range the
@@ -139,6 +147,13 @@ def _width_rule_problems(rule) -> list[str]:
             and lo % m == 0 and hi % m == 0):
         return [f"preprocessing.resize.width needs an even whole multiple and whole min and max that are "
                 f"multiples of it, 8 <= min <= max <= {MAX_INPUT_WIDTH}"]
+    scales = rule.get("scales")
+    if scales is not None and not (
+            isinstance(scales, list) and 1 <= len(scales) <= MAX_SCALES and all(_whole(v) for v in scales)
+            and all(SCALE_RANGE[0] <= v <= SCALE_RANGE[1] for v in scales) and 100 in scales
+            and len(set(scales)) == len(scales)):
+        return [f"preprocessing.resize.width.scales must be a list of at most {MAX_SCALES} different whole "
+                f"percents from {SCALE_RANGE[0]} to {SCALE_RANGE[1]}, one of them 100"]
     return []
 
 
@@ -220,11 +235,26 @@ class ModelMeta:
             k += 1
         return min(rule["max"], max(rule["min"], m * k))
 
-    def steps_for(self, width: int, height: int) -> int:
-        """Output positions (CTC steps) for an image of width x height."""
+    @property
+    def width_scales(self) -> list[int]:
+        """The percents each image is read at (the rule's `scales`): [100] without them."""
+        rule = self.width_rule
+        return [int(v) for v in rule["scales"]] if rule is not None and rule.get("scales") else [100]
+
+    def scaled_width(self, width: int, height: int, percent: int = 100) -> int:
+        """input_width_for at `percent` of it: m * floor((k * percent + 50) / 100), within [min, max]."""
+        base = self.input_width_for(width, height)
+        rule = self.width_rule
+        if rule is None or percent == 100:
+            return base
+        m = rule["multiple"]
+        return min(rule["max"], max(rule["min"], m * ((base // m * percent + 50) // 100)))
+
+    def steps_for(self, width: int, height: int, percent: int = 100) -> int:
+        """Output positions (CTC steps) for an image of width x height (read at `percent`)."""
         if self.width_rule is None:
             return self.output_shape[0]
-        return self.input_width_for(width, height) * self.output_shape[0] // self.input_width
+        return self.scaled_width(width, height, percent) * self.output_shape[0] // self.input_width
 
     @property
     def lengths(self) -> tuple[int, int]:

@@ -22,8 +22,8 @@ from ._tf import tf
 from .contract import ModelMeta
 
 
-def tf_input_width(meta: ModelMeta, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """ModelMeta.input_width_for as int32 graph ops (the TF solver's and the TFLite file's):
+def tf_input_width(meta: ModelMeta, height: tf.Tensor, width: tf.Tensor, percent: int = 100) -> tf.Tensor:
+    """ModelMeta.scaled_width as int32 graph ops (the TF solver's and the TFLite file's):
     the float estimate of k, then the same whole-number corrections."""
     rule = meta.width_rule
     m, ref, rows = rule["multiple"], meta.input_width, meta.input_height
@@ -33,15 +33,18 @@ def tf_input_width(meta: ModelMeta, height: tf.Tensor, width: tf.Tensor) -> tf.T
     k = tf.cast(tf.floor(est / m + 0.5), tf.int32)
     k = k - tf.cast(tf.square(2 * m * k - m) * h > bound, tf.int32)
     k = k + tf.cast(tf.square(2 * m * (k + 1) - m) * h <= bound, tf.int32)
-    return tf.clip_by_value(m * k, rule["min"], rule["max"])
+    base = tf.clip_by_value(m * k, rule["min"], rule["max"])
+    if percent == 100:
+        return base
+    return tf.clip_by_value(m * ((base // m * percent + 50) // 100), rule["min"], rule["max"])
 
 
-def tf_input_size(meta: ModelMeta, images: tf.Tensor):
-    """[H, W] to resize a batch [N, h, w, C] of one image size to."""
+def tf_input_size(meta: ModelMeta, images: tf.Tensor, percent: int = 100):
+    """[H, W] to resize a batch [N, h, w, C] of one image size to (read at `percent`)."""
     if meta.width_rule is None:
         return (meta.input_height, meta.input_width)
     shape = tf.shape(images)
-    return tf.stack([tf.constant(meta.input_height, tf.int32), tf_input_width(meta, shape[1], shape[2])])
+    return tf.stack([tf.constant(meta.input_height, tf.int32), tf_input_width(meta, shape[1], shape[2], percent)])
 
 
 class Preprocessor:
@@ -72,9 +75,10 @@ class Preprocessor:
             y = rgb
         return y * self.scale + self.offset
 
-    def _batch(self, rgba: tf.Tensor) -> tf.Tensor:
-        """What the solver reads: resized to the width the rule gives (input_width without one)."""
-        return tf.image.resize(self._pixels(rgba), tf_input_size(self.meta, rgba), method="bilinear",
+    def _batch(self, rgba: tf.Tensor, percent: int = 100) -> tf.Tensor:
+        """What the solver reads: resized to the width the rule gives (input_width without one),
+        at `percent` of it (the rule's scales)."""
+        return tf.image.resize(self._pixels(rgba), tf_input_size(self.meta, rgba, percent), method="bilinear",
                                antialias=False)
 
     def _fixed(self, rgba: tf.Tensor) -> tf.Tensor:

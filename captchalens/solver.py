@@ -73,12 +73,20 @@ class Solver:
         self.model = load_keras(weights)  # refuses a file that would run code (modelfile.py)
         check_io(self.model, self.meta, weights)
         self.preprocessor = Preprocessor(self.meta)
-        pre = self.preprocessor._batch
-        self._run = tf.function(lambda rgba: self.model(pre(rgba), training=False),
-                                input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)],
-                                reduce_retracing=True)
         self._tf = tf
+        self._runs: dict = {}
+        self._run = self._run_at(100)
         self.fast = self._load_fast() if fast else None
+
+    def _run_at(self, percent: int):
+        """The graph reading a batch of one image size at `percent` of its rule width."""
+        run = self._runs.get(percent)
+        if run is None:
+            tf, pre = self._tf, self.preprocessor._batch
+            run = self._runs[percent] = tf.function(
+                lambda rgba: self.model(pre(rgba, percent), training=False),
+                input_signature=[tf.TensorSpec([None, None, None, 4], tf.uint8)], reduce_retracing=True)
+        return run
 
     def _load_fast(self):
         """The TFLite file for single captchas, when the model has one (see tflite.py).
@@ -101,15 +109,18 @@ class Solver:
             return None
 
     # ---- core ------------------------------------------------------------
-    def probs(self, images: list[np.ndarray]) -> np.ndarray:
-        """RGBA uint8 images (any sizes) -> output probabilities [N, P, K].
+    def probs(self, images: list[np.ndarray], percent: int = 100) -> np.ndarray:
+        """RGBA uint8 images (any sizes) -> output probabilities [N, P, K], each image read at
+        `percent` of its rule width (one of the rule's scales; 100: the rule's width).
 
         With a width rule each image has as many steps as its width gives
         (ModelMeta.steps_for); P is the most of them, and the shorter rows end in
         steps that are surely the blank (decode.padded_probs)."""
         from .decode import padded_probs
 
-        steps = [self.meta.steps_for(im.shape[1], im.shape[0]) for im in images]
+        run = self._run_at(percent)
+        fast = self.fast if percent == 100 else None  # the TFLite file reads at the rule's width
+        steps = [self.meta.steps_for(im.shape[1], im.shape[0], percent) for im in images]
         out = padded_probs(self.meta, len(images), max(steps, default=self.meta.output_shape[0]))
         by_size: dict[tuple, list[int]] = defaultdict(list)
         for i, im in enumerate(images):
@@ -119,8 +130,8 @@ class Solver:
             out_p = out[:, :p]
             for s in range(0, len(idx), BATCH):
                 part = idx[s:s + BATCH]
-                if len(part) == 1 and self.fast is not None:
-                    out_p[part] = self.fast.probs(images[part[0]])
+                if len(part) == 1 and fast is not None:
+                    out_p[part] = fast.probs(images[part[0]])
                     continue
                 if len(part) == 1:
                     # TF's fused conv+BN+ReLU (oneDNN) takes ~70 ms for a batch of one on
@@ -128,10 +139,10 @@ class Solver:
                     # batch of two: run a lone image as a pair. Inference is per image,
                     # so the copy does not change its answer.
                     batch = np.stack([images[part[0]]] * 2)
-                    out_p[part] = self._run(self._tf.constant(batch)).numpy()[:1]
+                    out_p[part] = run(self._tf.constant(batch)).numpy()[:1]
                     continue
                 batch = np.stack([images[i] for i in part])
-                out_p[part] = self._run(self._tf.constant(batch)).numpy()
+                out_p[part] = run(self._tf.constant(batch)).numpy()
         return out
 
     def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
@@ -145,16 +156,18 @@ class Solver:
         from .alphabet import read_with
         from .decode import decode
 
-        probs = self.probs(images)
         each = alphabet if isinstance(alphabet, list) else [alphabet] * len(images)
         if len(each) != len(images):
             raise ValueError(f"{len(images)} images but {len(each)} alphabets")
         out: list = [None] * len(images)
-        for a in set(each):  # one decode per alphabet
-            idx = [i for i, e in enumerate(each) if e == a]
-            allowed = read_with(self.meta.charset, a) if a else None
-            for i, answer in zip(idx, decode(probs[idx], self.meta, allowed)):
-                out[i] = answer
+        for percent in self.meta.width_scales:  # the rule's scales: the surest read answers
+            probs = self.probs(images, percent)
+            for a in set(each):  # one decode per alphabet
+                idx = [i for i, e in enumerate(each) if e == a]
+                allowed = read_with(self.meta.charset, a) if a else None
+                for i, answer in zip(idx, decode(probs[idx], self.meta, allowed)):
+                    if out[i] is None or answer[1] > out[i][1]:  # a tie keeps the earlier scale
+                        out[i] = answer
         return out
 
     def solve_stream(self, paths: Iterable, chunk: int = STREAM_CHUNK) -> Iterator[tuple[Path, Answer | ImageError]]:

@@ -76,7 +76,8 @@ const metas = table.meta_cases.map((c) => {
 });
 const images = table.image_cases.map((c) => E.imageSizeProblem(limits, c.width, c.height) || null);
 const widths = table.width_cases.map((c) => E.inputWidth({input_width: c.model.input_width,
-  input_height: c.model.input_height, preprocessing: {resize: {width: c.model.width}}}, c.width, c.height));
+  input_height: c.model.input_height, preprocessing: {resize: {width: c.model.width}}}, c.width, c.height,
+  c.percent || 100));
 const alphabets = table.alphabet_cases.map((c) => ({ charset: E.siteCharset(c.charset, c.seen, c.labels),
   covers: E.coversAlphabet(c.charset, c.seen) }));
 // decode with a site's alphabet: seeded probabilities, read whole and read with the case's alphabet
@@ -145,15 +146,17 @@ def test_python_tensorflow_and_engine_js_read_each_image_at_the_same_width(js_ve
     wrong = []
     for case, js in zip(cases, js_verdicts["widths"]):
         meta = _width_meta(table, case["model"])
-        py = meta.input_width_for(case["width"], case["height"])
+        percent = case.get("percent", 100)
+        py = meta.scaled_width(case["width"], case["height"], percent)
         graph = py if meta.width_rule is None else int(tf_input_width(meta, tf.constant(case["height"]),
-                                                                      tf.constant(case["width"])))
+                                                                      tf.constant(case["width"]), percent))
         if not py == graph == js == case["expect"]:
             wrong.append(f"{case['case']}: expected {case['expect']}, Python {py}, TF {graph}, engine.js {js}")
     assert not wrong, "\n".join(wrong)
     # the edges are real edges: one pixel either side of half way lands on either multiple
-    edges = {c["expect"] for c in cases if "half way" in c["case"]}
+    edges = {c["expect"] for c in cases if "half way" in c["case"] and "percent" not in c}
     assert len(edges) == 2
+    assert {c.get("percent", 100) for c in cases} == {85, 100, 115}  # the scales' rounding too
 
 
 def test_both_languages_read_a_site_with_the_same_alphabet(js_verdicts):

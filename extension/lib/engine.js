@@ -46,6 +46,9 @@
   // preprocessing.resize.width rules this engine follows, and the widest input one may give
   // (captchalens/contract.py WIDTH_RULES, MAX_INPUT_WIDTH).
   const WIDTH_RULES = ['geometric_mean'];
+  // The rule's optional scales, whole percents (captchalens/contract.py MAX_SCALES, SCALE_RANGE).
+  const MAX_SCALES = 5;
+  const SCALE_RANGE = [50, 200];
   const MAX_INPUT_WIDTH = 1024;
 
   /**
@@ -205,6 +208,13 @@
         throw new Error('preprocessing.resize.width needs an even whole multiple and whole min and max that ' +
           `are multiples of it, 8 <= min <= max <= ${MAX_INPUT_WIDTH}`);
       }
+      const sc = rule.scales;
+      if (sc !== undefined && sc !== null && !(Array.isArray(sc) && sc.length >= 1 && sc.length <= MAX_SCALES &&
+          sc.every((v) => whole(v) && v >= SCALE_RANGE[0] && v <= SCALE_RANGE[1]) && sc.includes(100) &&
+          new Set(sc).size === sc.length)) {
+        throw new Error(`preprocessing.resize.width.scales must be a list of at most ${MAX_SCALES} different whole ` +
+          `percents from ${SCALE_RANGE[0]} to ${SCALE_RANGE[1]}, one of them 100`);
+      }
       if (meta.decoding !== 'ctc_greedy') {
         throw new Error('a width that follows the image (preprocessing.resize.width) needs CTC decoding');
       }
@@ -304,9 +314,14 @@
    * @param {number} height  the image's height in pixels
    * @returns {number}
    */
-  function inputWidth(meta, width, height) {
+  function inputWidth(meta, width, height, percent = 100) {
     if (!followsWidth(meta)) {
       return meta.input_width;
+    }
+    if (percent !== 100) { // one of the rule's scales (contract.py ModelMeta.scaled_width)
+      const r = meta.preprocessing.resize.width;
+      const base = inputWidth(meta, width, height);
+      return Math.min(r.max, Math.max(r.min, r.multiple * Math.floor(((base / r.multiple) * percent + 50) / 100)));
     }
     const rule = meta.preprocessing.resize.width;
     const m = rule.multiple;
@@ -330,6 +345,17 @@
   function followsWidth(meta) {
     const rule = meta.preprocessing.resize.width;
     return rule !== undefined && rule !== null;
+  }
+
+  /**
+   * The percents each image is read at (the rule's scales; contract.py width_scales): [100]
+   * without them. The answer is the surest read, the earliest scale on a tie.
+   * @param {Object} meta
+   * @returns {number[]}
+   */
+  function widthScales(meta) {
+    const rule = meta.preprocessing.resize.width;
+    return rule && Array.isArray(rule.scales) && rule.scales.length ? rule.scales : [100];
   }
 
   /**
@@ -393,10 +419,11 @@
    * @param {Object} tf  the TF.js namespace
    * @param {Object} meta  the model's metadata
    * @param {{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}} rgba  RGBA pixels
+   * @param {number} [percent]  read at this percent of the rule's width (one of its scales)
    * @returns {Object} tf.Tensor4D [1, H, W, C] (the caller disposes it)
    * @throws {Error} when the pixels are not width*height RGBA values
    */
-  function preprocess(tf, meta, rgba) {
+  function preprocess(tf, meta, rgba, percent = 100) {
     if (!rgba || !rgba.data || typeof rgba.data.length !== 'number') {
       throw new Error('image must be {data, width, height} with RGBA pixel data');
     }
@@ -418,7 +445,7 @@
         ? rgb.mul(tf.tensor1d(p.gray_weights, 'float32')).sum(-1, true)
         : rgb;
       y = y.mul(p.scale).add(p.offset);
-      y = tf.image.resizeBilinear(y, [meta.input_height, inputWidth(meta, w, h)], false, true);
+      y = tf.image.resizeBilinear(y, [meta.input_height, inputWidth(meta, w, h, percent)], false, true);
       return y.expandDims(0);
     });
   }
@@ -576,17 +603,27 @@
    */
   async function solve(tf, loaded, rgba, alphabet) {
     const t0 = now();
-    const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba)));
-    const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
-    let probs;
-    try {
-      probs = await y.data();
-    } finally {
-      y.dispose();
-    }
     const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
-    const answer = decode(loaded.meta, probs, P, K, allowed);
-    return { text: answer.text, confidence: answer.confidence, ms: now() - t0, probs };
+    let best = null;
+    let probs100 = null;
+    for (const percent of widthScales(loaded.meta)) { // the rule's scales: the surest read answers
+      const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba, percent)));
+      const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
+      let probs;
+      try {
+        probs = await y.data();
+      } finally {
+        y.dispose();
+      }
+      const answer = decode(loaded.meta, probs, P, K, allowed);
+      if (best === null || answer.confidence > best.confidence) { // a tie keeps the earlier scale
+        best = answer;
+      }
+      if (percent === 100) {
+        probs100 = probs;
+      }
+    }
+    return { text: best.text, confidence: best.confidence, ms: now() - t0, probs: probs100 };
   }
 
   /**
@@ -595,45 +632,54 @@
    * @param {{meta: Object, model: Object}} loaded  from loadModel
    * @param {Array<{data: (Uint8Array|Uint8ClampedArray), width: number, height: number}>} rgbaList
    * @param {?string} [alphabet]  the characters a site's corrections showed (readWith)
-   * @returns {Promise<Array<{text: string, confidence: number, probs: Float32Array}>>}
+   * @returns {Promise<Array<{text: string, confidence: number, probs: Float32Array}>>} probs: the
+   *   read at the rule's own width (scale 100), whichever scale's read answered
    */
   async function solveBatch(tf, loaded, rgbaList, alphabet) {
     const out = new Array(rgbaList.length);
     const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
     for (let s = 0; s < rgbaList.length; s += BATCH) {
-      // One predict per input width: the metadata's one, or each width a width rule gives.
-      const groups = new Map();
-      rgbaList.slice(s, s + BATCH).forEach((im, j) => {
-        const w = im && Number.isInteger(im.width) && Number.isInteger(im.height) && im.height > 0
-          ? inputWidth(loaded.meta, im.width, im.height) : loaded.meta.input_width;
-        if (!groups.has(w)) {
-          groups.set(w, []);
-        }
-        groups.get(w).push(s + j);
-      });
-      for (const idx of groups.values()) {
-        const y = tf.tidy(() => {
-          const xs = idx.map((i) => {
-            try {
-              return preprocess(tf, loaded.meta, rgbaList[i]);
-            } catch (e) {
-              throw new Error(`image ${i}: ${reason(e)}`);
+      for (const percent of widthScales(loaded.meta)) {
+        // One predict per input width: the metadata's one, or each width a width rule gives.
+        const groups = new Map();
+        rgbaList.slice(s, s + BATCH).forEach((im, j) => {
+          const w = im && Number.isInteger(im.width) && Number.isInteger(im.height) && im.height > 0
+            ? inputWidth(loaded.meta, im.width, im.height, percent) : loaded.meta.input_width;
+          if (!groups.has(w)) {
+            groups.set(w, []);
+          }
+          groups.get(w).push(s + j);
+        });
+        for (const idx of groups.values()) {
+          const y = tf.tidy(() => {
+            const xs = idx.map((i) => {
+              try {
+                return preprocess(tf, loaded.meta, rgbaList[i], percent);
+              } catch (e) {
+                throw new Error(`image ${i}: ${reason(e)}`);
+              }
+            });
+            return loaded.model.predict(xs.length === 1 ? xs[0] : tf.concat(xs, 0));
+          });
+          const [, P, K] = y.shape;
+          let all;
+          try {
+            all = await y.data();
+          } finally {
+            y.dispose();
+          }
+          idx.forEach((i, j) => {
+            const probs = all.slice(j * P * K, (j + 1) * P * K);
+            const answer = decode(loaded.meta, probs, P, K, allowed);
+            const prev = out[i];
+            if (!prev || answer.confidence > prev.confidence) { // a tie keeps the earlier scale
+              out[i] = { text: answer.text, confidence: answer.confidence, probs: prev ? prev.probs : null };
+            }
+            if (percent === 100) {
+              out[i].probs = probs;
             }
           });
-          return loaded.model.predict(xs.length === 1 ? xs[0] : tf.concat(xs, 0));
-        });
-        const [, P, K] = y.shape;
-        let all;
-        try {
-          all = await y.data();
-        } finally {
-          y.dispose();
         }
-        idx.forEach((i, j) => {
-          const probs = all.slice(j * P * K, (j + 1) * P * K);
-          const answer = decode(loaded.meta, probs, P, K, allowed);
-          out[i] = { text: answer.text, confidence: answer.confidence, probs };
-        });
       }
     }
     return out;
@@ -653,6 +699,6 @@
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
     imageSizeProblem, temperature, autoFirstStands, inputWidth, MIN_SITE_LABELS, widenAlphabet, readWith,
-    siteCharset, coversAlphabet, familiesText,
+    siteCharset, coversAlphabet, familiesText, widthScales,
   };
 });
