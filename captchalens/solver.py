@@ -145,6 +145,21 @@ class Solver:
                 out_p[part] = run(self._tf.constant(batch)).numpy()
         return out
 
+    def answer_probs(self, images: list[np.ndarray]) -> np.ndarray:
+        """Each image's probabilities from the read that answers it: the surest of the rule's
+        scales at the model's temperature (the earliest on a tie), padded as probs() pads;
+        probs() itself for a reader of one scale. What its confidence is calibrated on."""
+        from .decode import confidence, padded_probs
+
+        reads = [self.probs(images, p) for p in self.meta.width_scales]
+        if len(reads) == 1:
+            return reads[0]
+        pick = np.argmax(np.stack([confidence(r, self.meta.temperature) for r in reads]), axis=0)
+        out = padded_probs(self.meta, len(images), max(r.shape[1] for r in reads))
+        for j, r in enumerate(reads):
+            out[pick == j, :r.shape[1]] = r[pick == j]
+        return out
+
     def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
         return [Answer(t, c) for t, c in self.solve_images(rgba, alphabet)]

@@ -92,7 +92,8 @@ def test_the_general_reader_reads_each_image_at_the_width_its_rule_gives(solver)
     from captchalens.solver import Solver
 
     meta = solver.meta
-    assert meta.width_rule == {"rule": "geometric_mean", "multiple": 8, "min": 64, "max": 320}
+    assert meta.width_rule == {"rule": "geometric_mean", "multiple": 8, "min": 64, "max": 320,
+                               "scales": [85, 100, 115]}
     assert solver.fast is not None  # the fast path follows the rule too
     images, _ = generate(RenderSpec(), 24, seed=4300, workers=1, progress=False)
     images = [to_rgba(im) for im in images]
@@ -152,3 +153,22 @@ def test_a_reader_trained_before_the_width_rule_gets_it_with_the_same_weights(tm
     assert give_width_rule(after) == after
     assert {p.name: p.read_bytes() for p in after.iterdir()} == stamp  # had it: untouched
     shutil.rmtree(after)
+
+
+def test_the_answer_is_the_surest_of_the_reads_at_the_rules_scales(solver):
+    """Each image is read at 85, 100 and 115 % of its rule width (contract: scales); the answer,
+    and its confidence, are the surest read's, the earlier scale on a tie; answer_probs holds the
+    probabilities of the read that answered (what the temperature is fitted on)."""
+    from captchalens.decode import decode
+
+    meta = solver.meta
+    images, _ = generate(RenderSpec(), 40, seed=4500, workers=1, progress=False)
+    images = [to_rgba(im) for im in images]
+    reads = {p: decode(solver.probs(images, p), meta) for p in meta.width_scales}
+    want = [max((reads[p][i] for p in meta.width_scales), key=lambda a: a[1]) for i in range(len(images))]
+    assert solver.solve_images(images) == want
+    assert decode(solver.answer_probs(images), meta) == want
+    won = [max(meta.width_scales, key=lambda p: reads[p][i][1]) for i in range(len(images))]
+    assert len(set(won)) == 3  # every scale answers some captcha: none is dead weight
+    widths = {p: meta.scaled_width(images[0].shape[1], images[0].shape[0], p) for p in meta.width_scales}
+    assert widths[85] < widths[100] < widths[115]

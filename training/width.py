@@ -1,4 +1,5 @@
-"""Give a general reader trained before the width rule its rule (contract.WIDTH_RULES).
+"""Give a general reader trained before the width rule (or before its scales) the rule
+(contract.WIDTH_RULES, train.GENERAL_WIDTH_RULE).
 
     .venv/bin/python -m captchalens.training.width runs/general15
 
