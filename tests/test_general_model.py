@@ -22,9 +22,9 @@ from captchalens.training.render import GENERAL_CHARSET, HELD_OUT, RenderSpec
 
 N = 300
 # Held-out schemes: fonts and styles the training mix never draws (training/render.py).
-# Measured in brackets on the shipped reader (stage 14 with its width rule; first set at stage 4).
-HELD_OUT_FLOORS = {"mono-dark": 0.80, "serif-wave": 0.70, "casual-colour": 0.32}  # (0.90, 0.81, 0.43)
-CAPTCHA_FLOOR = 0.85  # the `captcha` package's own 4-character 160x60 captchas, new seeds (0.93)
+# Measured in brackets on the shipped reader (stage 14, its width rule at three scales; first set at stage 4).
+HELD_OUT_FLOORS = {"mono-dark": 0.82, "serif-wave": 0.71, "casual-colour": 0.36}  # (0.92, 0.82, 0.46)
+CAPTCHA_FLOOR = 0.85  # the `captcha` package's own 4-character 160x60 captchas, new seeds (0.95)
 
 
 @pytest.fixture(scope="module")
