@@ -139,6 +139,7 @@ model: venv
 # Then the rule's scales (GENERAL_WIDTH_RULE): each image read at 85, 100 and 115 % of its rule
 # width, the surest read answering; width.py gives them to stage 14's weights and refits the
 # temperature on the reads that answer; on 4,000 fresh renders of its own mix 42.05 -> 43.88 %,
+# fresh `captcha` 160x60 68.7 -> 74.1 %,
 # zero-shot mean 71.9 -> 74.9 % (captcha_images_v2 73.0 ->
 # 79.3, mono-dark 93.2 -> 95.6, casual-colour 43.2 -> 46.4, serif-wave 78.2 -> 78.4): shipped.
 RUNS ?= runs

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from captchalens.decode import decode
 from captchalens.solver import Solver
 
 
@@ -62,9 +61,8 @@ def _char_pairs(truth: str, pred: str):
 
 def evaluate(solver: Solver, images: list[np.ndarray], texts: list[str], single_runs: int = 50) -> EvalResult:
     t0 = time.perf_counter()
-    probs = solver.probs(images)
+    answers = solver.solve_images(images)  # as the solver answers: every read its width rule's scales make
     batched = (time.perf_counter() - t0) * 1000 / max(1, len(images))
-    answers = decode(probs, solver.meta)
     right_chars = total_chars = right = right_nocase = 0
     conf = Counter()
     errors = []
@@ -83,7 +81,7 @@ def evaluate(solver: Solver, images: list[np.ndarray], texts: list[str], single_
     singles = []
     for i in range(min(single_runs, len(images)) + 3):
         t = time.perf_counter()
-        solver.probs([images[i % len(images)]])
+        solver.solve_images([images[i % len(images)]])
         singles.append((time.perf_counter() - t) * 1000)
     return EvalResult(
         n=len(texts), captcha_acc=right / max(1, len(texts)),
