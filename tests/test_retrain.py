@@ -115,6 +115,11 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
     # labels of digits and lower-case letters: every digit and lower-case letter, no upper case
     assert meta.charset == "0123456789abcdefghijklmnopqrstuvwxyz"
     assert "charset widened from the 4 characters in the labels to every digit and lower-case letter" in printed
+    # beside its own figure, what the base reads of the same held-back captchas, as it reads a site
+    said = re.search(r"the base it started from \(general\) reads (\d+) of the same (\d+) with the labels' "
+                     r"characters", printed)
+    assert said and int(said.group(2)) == meta.metrics["val_n"]
+    assert meta.metrics["base_val_captcha_acc"] == round(int(said.group(1)) / meta.metrics["val_n"], 5)
 
 
 @pytest.mark.parametrize("width", [0.5, 0.75, 0.875, 1.0, 1.1, 1.2, 1.25])

@@ -708,6 +708,7 @@ def retrain(cfg: RetrainConfig):
     from .augment import AugmentSpec
     from .train import encode_labels, save_model
 
+    held_back = [images[i] for i in va]  # read by the base too, at the end, as it reads a site
     x = Preprocessor(meta)(images)
     x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)  # as train.dataset expects
     del images
@@ -780,6 +781,17 @@ def retrain(cfg: RetrainConfig):
     }
     meta.metrics = {"val_captcha_acc": round(right / len(t_va), 5), "val_char_acc": round(char_acc, 5),
                     "val_n": int(len(t_va))}
+    base_right = None
+    if init.mode == "finetune" and (dist is None or dist.is_chief):
+        # What the site is read with without this model: the base as the extension reads it (its
+        # width rule and scales, with the site's alphabet from the training labels' characters).
+        from captchalens.solver import get_solver
+
+        seen = "".join(sorted(set("".join(texts[i] for i in tr))))
+        base_answers = get_solver(init.base).solve_images(held_back, seen)
+        base_right = sum(a == t for (a, _), t in zip(base_answers, t_va))
+        meta.metrics["base_val_captcha_acc"] = round(base_right / len(t_va), 5)
+    del held_back
     from .calibrate import on_probs
 
     meta.calibration = on_probs(probs, meta, t_va)  # "N% sure" means N% right
@@ -803,6 +815,13 @@ def retrain(cfg: RetrainConfig):
             f"held-back captchas), per character {100 * char_acc:.1f}%")
         say(f"  best epoch {best_epoch} of {epochs_run} run; time {_fmt_time(wall)} "
             f"(CPU {_fmt_time(time.process_time() - c0)})")
+        if base_right is not None:
+            say(f"  the base it started from ({init.base_meta.name if init.base_meta else init.base}) reads "
+                f"{base_right} of the same {len(t_va)} with the labels' characters, as it reads a site "
+                f"without a model of its own")
+            if base_right >= right:
+                say("  note: this model reads no more of them than its base does: until more captchas are "
+                    "labelled, the site may be read better without it")
         if right == 0:
             say("  warning: the model reads none of the held-back captchas: label more captchas "
                 "(a few hundred), and check the notes above")
