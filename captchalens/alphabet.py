@@ -5,9 +5,9 @@ lower-case letters.  A wide reader (the general one reads 0-9A-Za-z) confuses ch
 families (O and 0, l and 1, c and C) that a site never mixes.  Once a site's corrections show
 which families it uses, its captchas are read with those families only: the labels' characters
 plus every character of each family they use (a few corrections rarely show all of one), in
-the reader's charset.  bench/results/site_alphabet.md has what that gains: from 3 corrections,
-the general reader's mean over four held-out schemes rises from 71.9 % to 74.2 % ignoring case,
-and from 55.0 % to 69.8 % exactly (answers come in the site's case).
+the reader's charset.  bench/results/site_alphabet.md has what that gains: from 3-5 corrections,
+the general reader's mean over four held-out schemes rises from 74.9 % to 76.7 % ignoring case,
+and from 59.1 % to 72.5 % exactly (answers come in the site's case).
 
 Mirrored in extension/lib/engine.js (siteCharset); tests/contract_cases.json holds both to it.
 """

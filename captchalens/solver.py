@@ -145,20 +145,26 @@ class Solver:
                 out_p[part] = run(self._tf.constant(batch)).numpy()
         return out
 
-    def answer_probs(self, images: list[np.ndarray]) -> np.ndarray:
-        """Each image's probabilities from the read that answers it: the surest of the rule's
-        scales at the model's temperature (the earliest on a tie), padded as probs() pads;
-        probs() itself for a reader of one scale. What its confidence is calibrated on."""
-        from .decode import confidence, padded_probs
+    def _surest(self, reads: list[np.ndarray], allowed: str | None = None) -> np.ndarray:
+        """Of one batch's reads (one per scale of the rule, probs() each), each image's
+        probabilities from the read it is surest of at the model's temperature (the earliest
+        on a tie), padded as probs() pads; with `allowed`, read with those characters only."""
+        from .decode import confidence, padded_probs, restrict
 
-        reads = [self.probs(images, p) for p in self.meta.width_scales]
+        if allowed is not None:
+            reads = [restrict(r, self.meta, allowed) for r in reads]
         if len(reads) == 1:
             return reads[0]
         pick = np.argmax(np.stack([confidence(r, self.meta.temperature) for r in reads]), axis=0)
-        out = padded_probs(self.meta, len(images), max(r.shape[1] for r in reads))
+        out = padded_probs(self.meta, len(reads[0]), max(r.shape[1] for r in reads))
         for j, r in enumerate(reads):
             out[pick == j, :r.shape[1]] = r[pick == j]
         return out
+
+    def answer_probs(self, images: list[np.ndarray]) -> np.ndarray:
+        """Each image's probabilities from the read that answers it (the surest of the rule's
+        scales); probs() itself for a reader of one scale. What its confidence is calibrated on."""
+        return self._surest([self.probs(images, p) for p in self.meta.width_scales])
 
     def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
@@ -174,15 +180,13 @@ class Solver:
         each = alphabet if isinstance(alphabet, list) else [alphabet] * len(images)
         if len(each) != len(images):
             raise ValueError(f"{len(images)} images but {len(each)} alphabets")
+        reads = [self.probs(images, p) for p in self.meta.width_scales]  # the rule's scales, once each
         out: list = [None] * len(images)
-        for percent in self.meta.width_scales:  # the rule's scales: the surest read answers
-            probs = self.probs(images, percent)
-            for a in set(each):  # one decode per alphabet
-                idx = [i for i, e in enumerate(each) if e == a]
-                allowed = read_with(self.meta.charset, a) if a else None
-                for i, answer in zip(idx, decode(probs[idx], self.meta, allowed)):
-                    if out[i] is None or answer[1] > out[i][1]:  # a tie keeps the earlier scale
-                        out[i] = answer
+        for a in set(each):  # the surest read of each image, with its alphabet
+            idx = [i for i, e in enumerate(each) if e == a]
+            allowed = read_with(self.meta.charset, a) if a else None
+            for i, answer in zip(idx, decode(self._surest([r[idx] for r in reads], allowed), self.meta)):
+                out[i] = answer
         return out
 
     def solve_stream(self, paths: Iterable, chunk: int = STREAM_CHUNK) -> Iterator[tuple[Path, Answer | ImageError]]:

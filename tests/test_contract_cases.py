@@ -91,7 +91,8 @@ const decoded = table.alphabet_cases.map((c) => {
   return { probs: Array.from(probs), whole: E.decode(meta, probs, P, K),
     site: E.decode(meta, probs, P, K, E.siteCharset(c.charset, c.seen, c.labels)) };
 });
-console.log(JSON.stringify({metas, images, widths, alphabets, decoded}));
+console.log(JSON.stringify({metas, images, widths, alphabets, decoded,
+  alphabetLimits: [E.MIN_SITE_LABELS, E.MAX_ALPHABET]}));
 """
 
 
@@ -163,9 +164,10 @@ def test_both_languages_read_a_site_with_the_same_alphabet(js_verdicts):
     """alphabet.py and engine.js: the characters a site is read with after its corrections,
     whether a reader covers them (the automatic reader's skip), and the answer decoded with
     them, text and confidence, from the same probabilities."""
-    from captchalens.alphabet import covers, site_charset
+    from captchalens.alphabet import MAX_ALPHABET, MIN_LABELS, covers, site_charset
     from captchalens.decode import decode
 
+    assert js_verdicts["alphabetLimits"] == [MIN_LABELS, MAX_ALPHABET]  # one threshold, one length limit
     cases = _table()["alphabet_cases"]
     assert len(cases) == len(js_verdicts["alphabets"]) >= 10
     wrong = []

@@ -46,8 +46,8 @@ from .render import RenderSpec, font_key
 # mix (stage 14: 42.6 % whole-captcha ignoring case, against 41.1 at 160 wide for every image,
 # 41.6 at the image's own aspect); bench/results/zero_shot_variants.md has the held-out sets.
 # Each image is also read at 85 and 115 % of that width and the surest read answers (the rule's
-# scales): over label_curve's four held-out sets 71.9 -> 74.6 % whole-captcha ignoring case,
-# captcha_images_v2 73.0 -> 78.7 % (bench/results/zero_shot_variants.md), for three reads a captcha.
+# scales): over label_curve's four held-out sets 71.9 -> 74.9 % whole-captcha ignoring case,
+# captcha_images_v2 73.0 -> 79.3 % (bench/results/zero_shot_variants.md), for three reads a captcha.
 GENERAL_WIDTH_RULE = {"rule": "geometric_mean", "multiple": 8, "min": 64, "max": 320, "scales": [85, 100, 115]}
 
 

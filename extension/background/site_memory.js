@@ -62,9 +62,6 @@ async function rememberSite(hostname, found) {
   return sites[hostname];
 }
 
-/** Most characters kept of a site's alphabet (captchalens/alphabet.py MAX_ALPHABET, what the host takes). */
-const MAX_ALPHABET = 256;
-
 /**
  * Learn from a correction which characters a site's captchas use: its memory keeps the
  * characters of all its corrections (`seen`) and their number (`corrections`). Once there are
@@ -79,7 +76,7 @@ async function learnAlphabet(hostname, label) {
   const seen = [...new Set([...(typeof old.seen === 'string' ? old.seen : ''), ...label])].sort().join('');
   sites[hostname] = {
     ...old,
-    seen: [...seen].slice(0, MAX_ALPHABET).join(''),
+    seen: [...seen].slice(0, CaptchaLensEngine.MAX_ALPHABET).join(''), // what the host takes
     corrections: (Number.isInteger(old.corrections) ? old.corrections : 0) + 1,
   };
   await chrome.storage.local.set({ [STATE_KEYS.SITES]: sites });

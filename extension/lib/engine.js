@@ -452,8 +452,11 @@
 
   // A site's alphabet (captchalens/alphabet.py, line for line): the families sites draw from.
   const FAMILIES = ['0123456789', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'];
-  // Corrections a site needs before its captchas are read with their families only.
+  // Corrections a site needs before its captchas are read with their families only
+  // (captchalens/alphabet.py MIN_LABELS), and the most characters of a site's alphabet kept and
+  // sent to the host (MAX_ALPHABET).
   const MIN_SITE_LABELS = 3;
+  const MAX_ALPHABET = 256;
 
   /**
    * The characters `seen` plus every character of each family they use, in charset's order
@@ -698,7 +701,7 @@
 
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
-    imageSizeProblem, temperature, autoFirstStands, inputWidth, MIN_SITE_LABELS, widenAlphabet, readWith,
+    imageSizeProblem, temperature, autoFirstStands, inputWidth, MIN_SITE_LABELS, MAX_ALPHABET, widenAlphabet, readWith,
     siteCharset, coversAlphabet, familiesText, widthScales,
   };
 });
