@@ -120,6 +120,23 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
                      r"characters", printed)
     assert said and int(said.group(2)) == meta.metrics["val_n"]
     assert meta.metrics["base_val_captcha_acc"] == round(int(said.group(1)) / meta.metrics["val_n"], 5)
+    errors = re.search(r"character errors: ([0-9.]+)% of the held-back characters, the base's ([0-9.]+)%", printed)
+    assert errors and float(errors.group(2)) == round(100 * meta.metrics["base_val_cer"], 1)
+    assert isinstance(meta.metrics["beats_base"], bool)
+    assert ("does not read them better than its base" in printed) == (not meta.metrics["beats_base"])
+
+
+@pytest.mark.parametrize("answers, base, wins", [
+    (["ab12", "cd34"], ["ab12", "cd34"], False),  # a tie keeps the base
+    (["ab12", "cd35"], ["ab12", "cx55"], True),   # the same whole captchas, fewer character errors
+    (["ab12", "cd34"], ["ab12", "cd3"], True),    # a missing character is an error too
+    (["ab12", "xxxx"], ["ab13", "cd34"], False),  # more character errors, however many whole
+    (["ab13", "cd35"], ["ab12", "cxxx"], False),  # fewer character errors but fewer whole captchas
+])
+def test_a_site_model_beats_its_base_only_with_fewer_character_errors_and_no_fewer_whole(answers, base, wins):
+    from captchalens.training.retrain import beats_base
+
+    assert beats_base(answers, base, ["ab12", "cd34"]) is wins
 
 
 @pytest.mark.parametrize("width", [0.5, 0.75, 0.875, 1.0, 1.1, 1.2, 1.25])
