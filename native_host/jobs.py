@@ -10,7 +10,10 @@ training/retrain.py PROGRESS_ENV) and job.json (its state, at the start and at t
 
   1. training: `python -m captchalens.cli train --data samples/<site> --out jobs/<id>/model`
      (--base models/<model> when the site has a model already: a retrain goes on from it),
-     plus $CAPTCHALENS_TRAIN_ARGS (a shorter schedule for tests; never from a request);
+     plus $CAPTCHALENS_TRAIN_ARGS (a shorter schedule for tests; never from a request).
+     A site's first model that reads its held-back corrections no better than the general
+     reader it started from (metrics.beats_base false) ends the job here, done with
+     result.kept: the site stays read without a model of its own, and nothing is installed.
   2. converting: jobs.main(['convert', ...]) in a child process writes the TF.js files
      into jobs/<id>/tfjs/<model>/ and checks them: the extension's engine (Node) must give the
      host's probabilities on the site's own samples;
@@ -351,6 +354,15 @@ class Jobs:
                      *shlex.split(os.environ.get(TRAIN_ARGS_ENV, ""))]
             if self._child(job, train) != 0:
                 raise JobError(500, f"training failed: {_last_error(job.dir / 'log.txt')}")
+            meta = json.loads((model / META_FILE).read_text())
+            if job.base is None and (meta.get("metrics") or {}).get("beats_base") is False:
+                # The site's first model reads its held-back corrections no better than the general
+                # reader it started from (training/retrain.py beats_base): the site keeps being read
+                # without a model of its own, and nothing is installed.
+                job.result = {"model": job.model, "metrics": meta["metrics"], "kept": True,
+                              "init": (meta.get("trained_on") or {}).get("init"), "files": []}
+                job.phase = "done"
+                return
             job.phase, job.converting_since = "converting", time.time()
             if self._child(job, [sys.executable, "-c", CONVERT_CHILD, "convert", str(model), job.model,
                                  str(tfjs), str(samples)]) != 0:
@@ -364,11 +376,9 @@ class Jobs:
 
             replace_dir(tfjs / job.model, self.tfjs_root / job.model)
             install_home(model, job.model)
-            meta = json.loads((model / META_FILE).read_text())
             job.result = {"model": job.model, "metrics": meta.get("metrics"),
                           "init": (meta.get("trained_on") or {}).get("init"),
                           "files": self.model_files(job.model)["files"]}
-            shutil.rmtree(model, ignore_errors=True)
             self.on_installed()  # the host serves it before the job says done
             job.phase = "done"
         except Exception as e:  # noqa: BLE001 - every end of a job is reported in its state
@@ -380,9 +390,8 @@ class Jobs:
                 log.warning("train job %s failed: %s", job.id, job.error)
         finally:
             job.finished = time.time()
-            if job.phase != "done":
-                shutil.rmtree(model, ignore_errors=True)
-                shutil.rmtree(tfjs, ignore_errors=True)
+            shutil.rmtree(model, ignore_errors=True)  # installed (copied) by now, or not to be
+            shutil.rmtree(tfjs, ignore_errors=True)
             job.save()
 
     # ---- jobs of earlier host runs ----

@@ -182,6 +182,49 @@ def test_a_failed_job_says_why_and_keeps_its_log(door):
     assert not (door.home / "models" / "broken.example").exists()
 
 
+def clean_samples(home: Path, site: str, n: int) -> None:
+    """n plain captchas (black DejaVu Sans on white) that the general reader reads already."""
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 30)
+    folder, rng = home / "samples" / site, random.Random(1)
+    folder.mkdir(parents=True)
+    for _ in range(n):
+        text = "".join(rng.choice("abcdefghkmnprstuvwxyz2345678") for _ in range(5))
+        im = Image.new("RGB", (160, 50), "white")
+        ImageDraw.Draw(im).text((12, 7), text, font=font, fill="black")
+        im.save(folder / f"{text}.png")
+
+
+def test_a_first_model_no_better_than_the_general_reader_is_not_installed(tmp_path, monkeypatch, random_model):
+    """A site's first model fine-tunes the general reader; on captchas that reader reads without a
+    miss, the new model cannot read the held-back ones better, so the job ends done but kept: it
+    skips converting, installs nothing, and the site stays read without a model of its own."""
+    from captchalens.native_host import create_app
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path))
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1")  # fine-tunes the general reader (its width)
+    door = HttpOps(create_app({"PORT": 8765, "MODEL_DIRS": [str(random_model)], "TOKEN": TOKEN,
+                               "EXTENSION_ID": extension_id(), "RELOAD_INTERVAL": 0.0}), tmp_path, TOKEN)
+    clean_samples(tmp_path, "clean.example", 30)
+    job = door.call("train_start", {"site": "clean.example"}).body["id"]
+    done, seen = wait_for(door, job, ("done", "failed", "cancelled"))
+    assert done["phase"] == "done" and done["result"]["kept"] is True, done
+    metrics = done["result"]["metrics"]
+    assert metrics["base_val_captcha_acc"] == 1.0 and metrics["base_val_cer"] == 0.0, metrics
+    assert metrics["beats_base"] is False and done["result"]["init"]["mode"] == "finetune"
+    assert done["result"]["files"] == [] and "converting" not in {s["phase"] for s in seen}
+    assert not (tmp_path / "models" / "clean.example").exists()
+    assert not (tmp_path / "tfjs" / "clean.example").exists()
+    assert not (tmp_path / "jobs" / job / "model").exists()
+    assert {"site": "clean.example", "samples": 30, "model": "clean.example",
+            "has_model": False} in door.call("sites").body["sites"]
+    assert "does not read them better than its base" in Path(done["log"]).read_text()
+    assert door.call("model_files", {"name": "clean.example"}).status == 404
+
+
 def test_http_needs_the_token_for_every_job_operation(tmp_path, monkeypatch, random_model):
     from captchalens.native_host import create_app
 

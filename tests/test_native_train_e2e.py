@@ -374,6 +374,50 @@ def test_over_http_with_native_messaging_off_the_same_page_trains_and_installs(p
     assert not (tmp_path / "home" / "native-host.log").exists()  # the native host never started
 
 
+def test_a_first_model_no_better_than_the_general_reader_is_kept_back_and_the_page_says_why(
+        playwright, tmp_path, monkeypatch):
+    """Corrections of captchas the general reader reads already: Train fine-tunes it, the new model
+    reads the held-back ones no better, and the options page says so with both figures; nothing
+    is installed in the host or the browser, and the site stays read as before."""
+    from test_host_jobs import clean_samples
+
+    from captchalens.paths import default_model_dir
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1")  # fine-tunes the general reader
+    clean_samples(tmp_path / "home", "clean.example", 30)
+    token = "train-e2e-kept-token-" + "x" * 32
+    with sb.local_host(default_model_dir(), sb.EXTENSION_DIR, TOKEN=token) as url:
+        b = Browser(playwright, tmp_path / "profile", sb.EXTENSION_DIR)
+        try:
+            options = b.options()
+            options.fill("#hostUrl", url)
+            options.locator("#hostUrl").dispatch_event("change")
+            sb.wait_storage(b.sw, {"hostUrl": url})
+            options.fill("#token", token)
+            options.locator("#token").dispatch_event("change")
+            expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+            options.reload()
+            row = site_row(options, "clean.example")
+            expect(row.locator("td[data-cl=count]")).to_have_text("30")
+            row.locator("button[data-cl=train]").click()
+            result_line = options.locator("#trainResult")
+            expect(result_line).to_contain_text("Kept the general reader for clean.example: of the ",
+                                                timeout=JOB_S * 1000)
+            text = result_line.inner_text()
+            said = re.search(r"of the (\d+) corrections held back from training, the new model \(trained on 30\) "
+                             r"read (\d+) \(([0-9.]+)% of the characters wrong\) and the general reader (\d+) "
+                             r"\(0\.0% of the characters wrong\)", text)
+            assert said and said.group(1) == said.group(4), text  # the general reader read them all
+            assert "Nothing was installed and clean.example is read as before" in text
+            expect(row.locator("[data-cl=installed]")).to_have_text("none yet")
+            expect(row.locator("button[data-cl=train]")).to_have_text("Train a model for this site")
+            assert "clean.example" not in (sb.get_storage(b.sw, "siteModels").get("siteModels") or {})
+            assert not (tmp_path / "home" / "models" / "clean.example").exists()
+        finally:
+            b.ctx.close()
+
+
 @pytest.fixture(params=["http", "native"])
 def start_job(request, tmp_path, monkeypatch, random_model):
     """train_start through one front door: (call(data) -> (status, body), the host's home)."""

@@ -108,8 +108,8 @@ async function useForSite(site, name) {
  * @returns {Promise<Object>}
  */
 async function withInstall(job) {
-  if (job.phase !== 'done' || !job.result) {
-    return job;
+  if (job.phase !== 'done' || !job.result || job.result.kept) {
+    return job; // kept: the site's first model read no better than the general reader; nothing to install
   }
   const have = (await readSiteModels())[job.model];
   if (have && have.job === job.id) {

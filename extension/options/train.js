@@ -204,6 +204,22 @@ async function followJob(job) {
 }
 
 /**
+ * A job whose model the host kept back (training/retrain.py beats_base): its figures beside the
+ * general reader's on the same held-back corrections.
+ * @param {Object} job
+ * @returns {string}
+ */
+function keptWords(job) {
+  const m = job.result.metrics || {};
+  const n = m.val_n || 0;
+  const read = (acc, cer) => `${Math.round((acc || 0) * n)} (${percent(cer || 0)} of the characters wrong)`;
+  return `Kept the general reader for ${job.site}: of the ${n} corrections held back from training, the new ` +
+    `model (trained on ${job.samples}) read ${read(m.val_captcha_acc, m.val_cer)} and the general reader ` +
+    `${read(m.base_val_captcha_acc, m.base_val_cer)}, with the characters your corrections use. Nothing was ` +
+    `installed and ${job.site} is read as before; correct more of its captchas and train again.`;
+}
+
+/**
  * The end of a job, in words.
  * @param {Object} job
  */
@@ -216,6 +232,8 @@ function showResult(job) {
       `read ${percent(acc)} of the corrections it was checked on (validation), trained on ${job.samples} corrections ` +
       `in ${duration(job.elapsed_s)}. It is installed in your browser: ${job.site}'s captchas are read in the page ` +
       'with it from now on.', true);
+  } else if (job.phase === 'done' && job.result && job.result.kept) {
+    say('trainResult', keptWords(job), true);
   } else if (job.phase === 'done') {
     say('trainResult', job.installError || 'The model was trained but not installed in your browser.', false);
   } else if (job.phase === 'cancelled') {
