@@ -93,3 +93,32 @@ def test_a_generated_set_keeps_its_widths_through_the_cache(meta, tmp_path):
     assert len(both) == 15 and both.widths[10] == x.widths[0]
     with pytest.raises(TypeError, match="one width"):
         wide.concat([x, x.pixels])
+
+
+def test_a_stretch_keeps_a_batch_of_one_width_on_the_rules_multiple_and_wide_enough_for_its_labels(meta):
+    from captchalens._tf import tf
+    from captchalens.training.augment import AugmentSpec, stretch
+
+    spec = AugmentSpec(stretch=0.3, multiple=meta.width_rule["multiple"])
+    x = tf.random.uniform([3, 48, 160, 1])
+    y = tf.constant([[1, 2, 3, -1], [4, 5, -1, -1], [6, -1, -1, -1]])
+    tf.random.set_seed(5)
+    widths = {int(stretch(x, y, spec).shape[2]) for _ in range(40)}
+    assert all(w % 8 == 0 and 112 <= w <= 208 for w in widths) and len(widths) > 5  # 160 +- 30 %
+    narrow = tf.random.uniform([2, 48, 72, 1])  # 8 characters need 16 steps: 64 columns
+    long_labels = tf.constant([[1] * 8, [2] * 8])
+    assert min(int(stretch(narrow, long_labels, spec).shape[2]) for _ in range(40)) == 64
+    # 0 (the default): no stretch, so fixed-width readers' inputs keep their shape
+    from captchalens.training.augment import make_augment
+
+    out, _ = make_augment()(x, y)
+    assert out.shape == x.shape
+
+
+def test_stretch_is_refused_without_augment_or_for_a_reader_of_one_width(tmp_path, capsys):
+    from captchalens.cli import main
+
+    for argv in (["--arch", "general", "--stretch", "0.1"], ["--arch", "ctc", "--augment", "--stretch", "0.1"],
+                 ["--arch", "general", "--augment", "--stretch", "0.7"]):
+        assert main(["train", "--out", str(tmp_path / "m"), *argv]) == 2
+        assert "--stretch" in capsys.readouterr().err and not (tmp_path / "m").exists()

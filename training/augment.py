@@ -10,7 +10,8 @@ Each captcha of a batch gets its own random:
 * affine warp: shift, scale, rotation and shear about the centre (edge
   pixels repeat into the uncovered border, so no black bars appear);
 * brightness and contrast;
-* Gaussian noise.
+* Gaussian noise;
+* for a reader whose width follows the image, a stretch of the whole batch's width.
 
     ds = ds.map(make_augment(), num_parallel_calls=tf.data.AUTOTUNE)
 """
@@ -35,6 +36,9 @@ class AugmentSpec:
     contrast: float = 0.35  # contrast factor in [1 - c, 1 + c]
     noise: float = 0.04  # largest Gaussian noise standard deviation
     keep_share: float = 0.1  # captchas left untouched, so clean inputs stay familiar
+    stretch: float = 0.0  # a batch's width stretched by up to this share (a reader whose width
+    #                        follows the image only: its width rule's multiple); 0: off
+    multiple: int = 8  # the width rule's multiple the stretched width is rounded to
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,11 +83,28 @@ def photometric(x: tf.Tensor, spec: AugmentSpec) -> tf.Tensor:
     return x + tf.random.normal(tf.shape(x)) * sigma
 
 
+def stretch(x: tf.Tensor, y: tf.Tensor, spec: AugmentSpec) -> tf.Tensor:
+    """A batch [B, H, W, C] of one width, resized to W times a random factor in
+    1 +- spec.stretch, rounded to spec.multiple: the same captchas a little wider or narrower,
+    as the reader meets them when a site's captchas are not drawn at the aspect its width rule
+    expects (the rule's scales read them so too).  Never narrower than its labels need: CTC
+    needs two steps (8 columns at 4 a step) a character; y: labels padded with -1."""
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    m = spec.multiple
+    factor = 1.0 + tf.random.uniform([], -spec.stretch, spec.stretch)
+    want = tf.cast(tf.round(tf.cast(w, tf.float32) * factor / m), tf.int32) * m
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(y >= 0, tf.int32), axis=1))
+    need = tf.minimum(w, (8 * longest + m - 1) // m * m)
+    return tf.image.resize(x, tf.stack([h, tf.maximum(want, need)]), method="bilinear")
+
+
 def make_augment(spec: AugmentSpec | None = None):
     """A tf.data map function (x [B,H,W,C] float in [0,1], y) -> (augmented x, y)."""
     spec = spec or AugmentSpec()
 
     def augment(x, y):
+        if spec.stretch:
+            x = stretch(x, y, spec)
         out = tf.clip_by_value(photometric(affine(x, spec), spec), 0.0, 1.0)
         keep = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < spec.keep_share
         return tf.where(keep, x, out), y

@@ -79,6 +79,9 @@ def register(sub) -> None:
                         f"(default {d.render_share})")
     p.add_argument("--augment", action="store_true",
                    help="random warps, contrast and noise on generated captchas too")
+    p.add_argument("--stretch", type=float, default=d.stretch,
+                   help="with --augment and --arch general: each batch's width stretched by up to this "
+                        "share (e.g. 0.15), the widths the width rule's scales read")
     p.add_argument("--train-size", type=int, default=d.train_size, help="generated training captchas")
     p.add_argument("--val-size", type=int, default=d.val_size, help="generated validation captchas")
     p.add_argument("--epochs", type=int, default=None,
@@ -197,6 +200,10 @@ def _train(args, strategy: str | None) -> int:
     if lo != hi and args.arch not in ("ctc", "general"):
         print("captchalens: error: a length range needs --arch ctc or general", file=sys.stderr)
         return 2
+    if args.stretch and not (args.augment and args.arch == "general" and 0 < args.stretch < 0.5):
+        print(f"captchalens: error: --stretch {args.stretch:g} needs a share between 0 and 0.5, --augment and "
+              "--arch general (a reader whose width follows the image)", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         out=args.out, name=args.name or Path(args.out).name, arch=args.arch, width_mult=args.width_mult,
         charset=args.charset, length=lo, max_length=hi, input_width=args.input[0],
@@ -206,7 +213,7 @@ def _train(args, strategy: str | None) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         cache=args.cache or None, workers=args.workers, verbose=2 if args.quiet else 1,
         fresh_eval=args.fresh_eval, base=args.base, render_share=args.render_share,
-        augment=args.augment, strategy=strategy, work_dir=args.work_dir, peer_timeout=args.peer_timeout)
+        augment=args.augment, stretch=args.stretch, strategy=strategy, work_dir=args.work_dir, peer_timeout=args.peer_timeout)
     t0 = time.time()
     path, meta = train_generated(cfg)
     if path is None:

@@ -41,6 +41,7 @@ class TrainConfig:
     base: str | None = None  # continue from this model's weights (same architecture and contract)
     render_share: float = 0.0  # share of training captchas from the broad renderer (training/render.py)
     augment: bool = False  # random warps, contrast and noise on top (training/augment.py)
+    stretch: float = 0.0  # with augment and a width rule: each batch's width stretched by up to this share
     strategy: str | None = None  # None | "multi_worker" (--cluster, TF_CONFIG) | "mirrored" (distribute.py)
     work_dir: str | None = None  # checkpoints and logs (default <out>.work; shared by a cluster's workers)
     peer_timeout: float = 60.0  # seconds a cluster worker waits for the others before it gives up

@@ -33,7 +33,7 @@ from captchalens.tflite import TFLITE_FILE, export_tflite
 from captchalens import modelfile, preprocess, solver  # noqa: F401
 
 from . import distribute, networks, wide
-from .augment import make_augment
+from .augment import AugmentSpec, make_augment
 from .calibrate import on_validation
 from .config import TrainConfig
 from .evaluate import record_fresh_metrics
@@ -245,6 +245,9 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     t0 = time.time()
     dist = distribute.setup(cfg.strategy, cfg.peer_timeout)  # first: before any TensorFlow op
     meta = make_meta(cfg)
+    if cfg.stretch and not (cfg.augment and meta.width_rule and 0 < cfg.stretch < 0.5):
+        raise ValueError(f"--stretch {cfg.stretch:g}: a share between 0 and 0.5, with --augment, for a reader "
+                         "whose width follows the image (--arch general)")
     if cfg.base:
         check_base(meta, cfg.base)
     spec = GenSpec(charset=cfg.charset, min_length=cfg.length,
@@ -263,7 +266,8 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     work = Path(cfg.work_dir or str(Path(cfg.out).resolve()) + ".work").resolve()
     augment = None
     if cfg.augment:
-        augment = make_augment()
+        augment = make_augment(AugmentSpec(stretch=cfg.stretch, multiple=meta.width_rule["multiple"])
+                               if cfg.stretch else None)
     hist = fit(model, meta, cfg, x_tr, y_tr, x_va, y_va, work, augment=augment, t_va=t_va, dist=dist,
                n_train=cfg.train_size)
     train_s = time.time() - t0 - gen_s
@@ -277,6 +281,7 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
         "train_size": cfg.train_size, "val_size": cfg.val_size, "seed": cfg.seed,
         "epochs_run": len(hist.history.get("loss", [])), "batch_size": cfg.batch_size, "lr": cfg.lr,
         "augment": cfg.augment,
+        "stretch": cfg.stretch or None,
         "generate_seconds": round(gen_s, 1), "train_seconds": round(train_s, 1),
     }
     if cfg.render_share:
