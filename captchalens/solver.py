@@ -161,10 +161,11 @@ class Solver:
             out[pick == j, :r.shape[1]] = r[pick == j]
         return out
 
-    def answer_probs(self, images: list[np.ndarray]) -> np.ndarray:
+    def answer_probs(self, images: list[np.ndarray], allowed: str | None = None) -> np.ndarray:
         """Each image's probabilities from the read that answers it (the surest of the rule's
-        scales); probs() itself for a reader of one scale. What its confidence is calibrated on."""
-        return self._surest([self.probs(images, p) for p in self.meta.width_scales])
+        scales); probs() itself for a reader of one scale. What its confidence is calibrated on.
+        `allowed`: the characters to read with (alphabet.read_with), the others at 0."""
+        return self._surest([self.probs(images, p) for p in self.meta.width_scales], allowed)
 
     def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]

@@ -205,7 +205,8 @@ def test_a_first_model_no_better_than_the_general_reader_is_not_installed(tmp_pa
     from captchalens.native_host import create_app
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path))
-    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1")  # fine-tunes the general reader (its width)
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1 --lr 0.5")  # a fine-tune of the general
+    # reader (its width) at a rate that undoes it: the trainer keeps the start, the base's own weights
     door = HttpOps(create_app({"PORT": 8765, "MODEL_DIRS": [str(random_model)], "TOKEN": TOKEN,
                                "EXTENSION_ID": extension_id(), "RELOAD_INTERVAL": 0.0}), tmp_path, TOKEN)
     clean_samples(tmp_path, "clean.example", 30)

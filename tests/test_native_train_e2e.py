@@ -306,6 +306,10 @@ def test_retrain_goes_on_from_the_previous_version_and_installs_it_again(browser
     expect(options.locator("#trainProgress")).to_contain_text(f"{SITE}, going on from its previous model")
     expect(options.locator("#trainResult")).to_contain_text(
         f"Done: {SITE}'s model (version 2, gone on from the previous one)", timeout=JOB_S * 1000)
+    # beside its own figure, what the version it went on from reads of the same held-back corrections
+    meta = json.loads((home / "models" / SITE / "captchalens.json").read_text())
+    expect(options.locator("#trainResult")).to_contain_text(
+        f"(the previous version: {100 * meta['metrics']['base_val_captcha_acc']:.1f}%)")
     took = time.monotonic() - t0
     expect(row.locator("[data-cl=installed]")).to_have_text(f"{SITE}, version 2, in your browser")
     options.close()
@@ -384,7 +388,7 @@ def test_a_first_model_no_better_than_the_general_reader_is_kept_back_and_the_pa
     from captchalens.paths import default_model_dir
 
     monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1")  # fine-tunes the general reader
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 1 --lr 0.5")  # see test_host_jobs.py
     clean_samples(tmp_path / "home", "clean.example", 30)
     token = "train-e2e-kept-token-" + "x" * 32
     with sb.local_host(default_model_dir(), sb.EXTENSION_DIR, TOKEN=token) as url:

@@ -136,7 +136,34 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
 def test_a_site_model_beats_its_base_only_with_fewer_character_errors_and_no_fewer_whole(answers, base, wins):
     from captchalens.training.retrain import beats_base
 
-    assert beats_base(answers, base, ["ab12", "cd34"]) is wins
+    truths = ["ab12", "cd34"]
+    assert beats_base(answers, base, truths) is wins
+    for nll, base_nll in ((0.1, 2.0), (2.0, 0.1)):  # surer only breaks a tie (the first case)
+        tie = answers == base
+        assert beats_base(answers, base, truths, nll, base_nll) is ((nll < base_nll) if tie else wins)
+
+
+def test_a_tie_goes_to_the_reader_surer_of_the_right_answers():
+    from captchalens.training.retrain import beats_base, truth_nll
+
+    meta = make_meta_for("ab")
+    sure = np.zeros((1, 4, 3), np.float32)
+    sure[0, :, :] = [[0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]]
+    unsure = np.full((1, 4, 3), 0.2, np.float32)
+    unsure[0, [0, 2], [0, 1]] = 0.6
+    unsure[0, [1, 3], [2, 2]] = 0.6
+    assert truth_nll(sure, meta, ["ab"]) < truth_nll(unsure, meta, ["ab"])  # both decode to "ab"
+    assert truth_nll(unsure * 5, meta, ["ab"]) == pytest.approx(truth_nll(unsure, meta, ["ab"]), abs=1e-5)
+    assert truth_nll(sure, meta, ["ax"]) is None  # a character it cannot read
+    nll, base_nll = truth_nll(sure, meta, ["ab"]), truth_nll(unsure, meta, ["ab"])
+    assert beats_base(["ab"], ["ab"], ["ab"], nll, base_nll) and not beats_base(["ab"], ["ab"], ["ab"], base_nll, nll)
+    assert not beats_base(["ab"], ["ab"], ["ab"])  # no likelihoods: the tie keeps the base
+
+
+def make_meta_for(charset: str):
+    from captchalens.training.train import TrainConfig, make_meta
+
+    return make_meta(TrainConfig(arch="ctc", charset=charset, length=2, max_length=2))
 
 
 @pytest.mark.parametrize("width", [0.5, 0.75, 0.875, 1.0, 1.1, 1.2, 1.25])

@@ -559,17 +559,36 @@ def answer_scores(answers: list[str], truths: list[str]) -> tuple[float, float]:
     return acc, sum(edit_distance(a, t) for a, t in zip(answers, truths)) / max(1, sum(map(len, truths)))
 
 
-def beats_base(answers: list[str], base_answers: list[str], truths: list[str]) -> bool:
+def beats_base(answers: list[str], base_answers: list[str], truths: list[str],
+               nll: float | None = None, base_nll: float | None = None) -> bool:
     """Whether a site's new model reads its held-back captchas better than the reader it started
     from: fewer character errors (edit distance) and no fewer whole captchas.  With a few dozen
     labels only a handful are held back, so whole captchas alone move in steps of 20-25 %;
-    character errors see the difference between them.  A tie keeps the base: it has read many
-    schemes, the new model a few dozen captchas."""
+    character errors see the difference between them.  When both read them equally (often all
+    of one or two), the one surer of the right answers wins (`nll`, `base_nll`: truth_nll, lower
+    is surer); without those a tie keeps the base, which has read many schemes."""
     right = sum(a == t for a, t in zip(answers, truths))
     base_right = sum(a == t for a, t in zip(base_answers, truths))
     errors = sum(edit_distance(a, t) for a, t in zip(answers, truths))
     base_errors = sum(edit_distance(a, t) for a, t in zip(base_answers, truths))
+    if (errors, right) == (base_errors, base_right) and nll is not None and base_nll is not None:
+        return nll < base_nll
     return errors < base_errors and right >= base_right
+
+
+def truth_nll(probs: np.ndarray, meta, truths: list[str]) -> float | None:
+    """The mean CTC negative log-likelihood of the right answers under a CTC reader's
+    probabilities (each step renormalised over the classes left, after an alphabet's
+    restriction); None for fixed-length heads or a truth with a character outside the charset."""
+    if meta.decoding == "fixed" or any(c not in meta.charset for t in truths for c in t):
+        return None
+    from .networks import ctc_loss
+    from .train import encode_labels
+
+    p = np.asarray(probs, np.float32)
+    p = p / np.maximum(p.sum(-1, keepdims=True), np.float32(1e-12))
+    loss = ctc_loss(tf.constant(encode_labels(truths, meta)), tf.constant(np.clip(p, 1e-7, 1.0)))
+    return float(np.mean(loss.numpy()))
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -801,13 +820,20 @@ def retrain(cfg: RetrainConfig):
         from captchalens.solver import get_solver
 
         seen = "".join(sorted(set("".join(texts[i] for i in tr))))
-        base_answers = [a for a, _ in get_solver(init.base).solve_images(held_back, seen)]
+        from captchalens.alphabet import read_with
+
+        base = get_solver(init.base)
+        base_probs = base.answer_probs(held_back, read_with(base.meta.charset, seen))
+        base_answers = [a for a, _ in decode(base_probs, base.meta)]
         base_right = sum(a == t for a, t in zip(base_answers, t_va))
+        nll, base_nll = truth_nll(probs, meta, t_va), truth_nll(base_probs, base.meta, t_va)
         meta.metrics.update(
             val_cer=round(answer_scores(answers, t_va)[1], 5),
             base_val_captcha_acc=round(base_right / len(t_va), 5),
             base_val_cer=round(answer_scores(base_answers, t_va)[1], 5),
-            beats_base=beats_base(answers, base_answers, t_va))
+            beats_base=beats_base(answers, base_answers, t_va, nll, base_nll))
+        if nll is not None and base_nll is not None:
+            meta.metrics.update(val_nll=round(nll, 4), base_val_nll=round(base_nll, 4))
     del held_back
     from .calibrate import on_probs
 
@@ -841,8 +867,8 @@ def retrain(cfg: RetrainConfig):
                 f"{100 * m['base_val_cer']:.1f}%")
             if not m["beats_base"]:
                 say("  note: this model does not read them better than its base (fewer character errors and "
-                    "no fewer whole captchas): until more captchas are labelled, the site is read better "
-                    "without it")
+                    "no fewer whole captchas, or as many and surer of the right answers): until more "
+                    "captchas are labelled, the site is read better without it")
         if right == 0:
             say("  warning: the model reads none of the held-back captchas: label more captchas "
                 "(a few hundred), and check the notes above")

@@ -229,7 +229,10 @@ function showResult(job) {
     const metrics = (m.meta && m.meta.metrics) || {};
     const acc = typeof metrics.val_captcha_acc === 'number' ? metrics.val_captcha_acc : job.best_val_acc;
     say('trainResult', `Done: ${job.site}'s model (version ${m.version}${job.base ? ', gone on from the previous one' : ''}) ` +
-      `read ${percent(acc)} of the corrections it was checked on (validation), trained on ${job.samples} corrections ` +
+      `read ${percent(acc)} of the corrections it was checked on (validation)` +
+      (typeof metrics.base_val_captcha_acc === 'number'
+        ? ` (the ${job.base ? 'previous version' : 'general reader'}: ${percent(metrics.base_val_captcha_acc)})` : '') +
+      `, trained on ${job.samples} corrections ` +
       `in ${duration(job.elapsed_s)}. It is installed in your browser: ${job.site}'s captchas are read in the page ` +
       'with it from now on.', true);
   } else if (job.phase === 'done' && job.result && job.result.kept) {
