@@ -559,6 +559,20 @@ def answer_scores(answers: list[str], truths: list[str]) -> tuple[float, float]:
     return acc, sum(edit_distance(a, t) for a, t in zip(answers, truths)) / max(1, sum(map(len, truths)))
 
 
+def _answer_probs(model, meta, images: list[np.ndarray], work: Path) -> np.ndarray:
+    """A reader's answering probabilities on `images` as the solver reads them (every scale of
+    its width rule, the surest answering), from a copy written in the work folder."""
+    from captchalens.solver import Solver
+
+    from .train import save_model
+
+    path = save_model(model, meta, work / "as-read", {})
+    try:
+        return Solver(path).answer_probs(images)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def beats_base(answers: list[str], base_answers: list[str], truths: list[str],
                nll: float | None = None, base_nll: float | None = None) -> bool:
     """Whether a site's new model reads its held-back captchas better than the reader it started
@@ -782,9 +796,22 @@ def retrain(cfg: RetrainConfig):
         say=say, extra_callbacks=[*cfg.extra_callbacks, progress],
         score_start=any(c.startswith("logits") for c in copied), dist=dist, n_train=len(tr))
 
-    # Final figures on the validation split, through the solver's own decoding.
-    probs = (model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0) if dist is None
-             else distribute.predict_local(model, x[va]))
+    # A site model of the general reader reads as it does: the same width rule and scales (the
+    # network takes any width; it trained at the one the site's captchas have).
+    rule = (init.base_meta.width_rule if init.mode == "finetune" and dist is None and p.arch == "general"
+            and init.base_meta.architecture == "general" else None)
+    if rule:
+        meta.preprocessing["resize"]["width"] = dict(rule)
+        meta.validate()
+        ruled = networks.build(p.arch, meta, **kw)
+        ruled.set_weights(model.get_weights())
+        model = ruled
+    # Final figures on the validation split, through the solver's own decoding (and scales).
+    if rule:
+        probs = _answer_probs(model, meta, held_back, work)
+    else:
+        probs = (model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0) if dist is None
+                 else distribute.predict_local(model, x[va]))
     answers = [t for t, _ in decode(probs, meta)]
     right = sum(a == t for a, t in zip(answers, t_va))
     from .evaluate import _char_pairs
