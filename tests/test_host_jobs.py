@@ -226,6 +226,33 @@ def test_a_first_model_no_better_than_the_general_reader_is_not_installed(tmp_pa
     assert door.call("model_files", {"name": "clean.example"}).status == 404
 
 
+def test_a_first_model_that_reads_better_than_the_general_reader_reads_as_it_does_and_is_installed(
+        tmp_path, monkeypatch, random_model):
+    """A fine-tune of the general reader (its width, a few epochs) on a scheme it reads badly: the
+    new model beats it on the held-back corrections, keeps its width rule and scales, passes the
+    converter's TF.js check at them, and the host solves with it."""
+    from captchalens.contract import load_meta
+    from captchalens.native_host import create_app
+    from captchalens.paths import default_model_dir
+
+    monkeypatch.setenv("CAPTCHALENS_HOME", str(tmp_path))
+    monkeypatch.setenv("CAPTCHALENS_TRAIN_ARGS", "--epochs 3")
+    door = HttpOps(create_app({"PORT": 8765, "MODEL_DIRS": [str(random_model)], "TOKEN": TOKEN,
+                               "EXTENSION_ID": extension_id(), "RELOAD_INTERVAL": 0.0}), tmp_path, TOKEN)
+    texts = add_samples(tmp_path, "scheme.example", 30)
+    job = door.call("train_start", {"site": "scheme.example"}).body["id"]
+    done, _ = wait_for(door, job, ("done", "failed", "cancelled"))
+    assert done["phase"] == "done" and not done["result"].get("kept"), done
+    metrics = done["result"]["metrics"]
+    assert metrics["beats_base"] is True and metrics["val_cer"] < metrics["base_val_cer"], metrics
+    meta = load_meta(tmp_path / "models" / "scheme.example")
+    assert meta.width_rule == load_meta(default_model_dir().parent / "general").width_rule
+    assert "TF.js matches the host" in Path(done["log"]).read_text()
+    png = (tmp_path / "samples" / "scheme.example" / f"{texts[0]}.png").read_bytes()
+    r = door.call("solve", {"image": b64(png), "model": "scheme.example"})
+    assert r.ok and r.body["model"] == "scheme.example", r
+
+
 def test_http_needs_the_token_for_every_job_operation(tmp_path, monkeypatch, random_model):
     from captchalens.native_host import create_app
 
