@@ -115,6 +115,19 @@ def solve_here(b: Browser, server, page, path: str, src: str) -> dict:
     return sb.solve_from_menu(b.sw, page, server.url(src))
 
 
+def options_on_host(b: Browser, url: str, token: str):
+    """The options page set to a `captchalens serve` host over HTTP with its token pasted (what
+    `captchalens token` prints), as a user does."""
+    options = b.options()
+    options.fill("#hostUrl", url)
+    options.locator("#hostUrl").dispatch_event("change")
+    sb.wait_storage(b.sw, {"hostUrl": url})
+    options.fill("#token", token)
+    options.locator("#token").dispatch_event("change")
+    expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+    return options
+
+
 def scheme_routes(captchas) -> dict:
     routes = {}
     for i, (png, _, _) in enumerate(captchas):
@@ -344,13 +357,7 @@ def test_over_http_with_native_messaging_off_the_same_page_trains_and_installs(p
     with sb.local_host(default_model_dir(), sb.EXTENSION_DIR, TOKEN=token) as url:
         b = Browser(playwright, tmp_path / "profile", sb.EXTENSION_DIR)
         try:
-            options = b.options()
-            options.fill("#hostUrl", url)
-            options.locator("#hostUrl").dispatch_event("change")
-            sb.wait_storage(b.sw, {"hostUrl": url})
-            options.fill("#token", token)  # what `captchalens token` prints
-            options.locator("#token").dispatch_event("change")
-            expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+            options = options_on_host(b, url, token)
             expect(options.locator("#nativeStatus")).to_have_text("Off: solving uses the local host over HTTP.")
             options.reload()
             expect(site_row(options, "few.example").locator("button[data-cl=train]")).to_be_disabled()
@@ -394,13 +401,7 @@ def test_a_first_model_no_better_than_the_general_reader_is_kept_back_and_the_pa
     with sb.local_host(default_model_dir(), sb.EXTENSION_DIR, TOKEN=token) as url:
         b = Browser(playwright, tmp_path / "profile", sb.EXTENSION_DIR)
         try:
-            options = b.options()
-            options.fill("#hostUrl", url)
-            options.locator("#hostUrl").dispatch_event("change")
-            sb.wait_storage(b.sw, {"hostUrl": url})
-            options.fill("#token", token)
-            options.locator("#token").dispatch_event("change")
-            expect(options.locator("#hostStatus")).to_have_text("Token saved.")
+            options = options_on_host(b, url, token)
             options.reload()
             row = site_row(options, "clean.example")
             expect(row.locator("td[data-cl=count]")).to_have_text("30")
