@@ -98,6 +98,15 @@ def stretch(x: tf.Tensor, y: tf.Tensor, spec: AugmentSpec) -> tf.Tensor:
     return tf.image.resize(x, tf.stack([h, tf.maximum(want, need)]), method="bilinear")
 
 
+def stretch_problem(share: float, augment: bool, width_follows: bool) -> str | None:
+    """Why `--stretch share` cannot be used (None: it can): it needs augmentation and a reader
+    whose width follows the image (a width rule: --arch general), and a share in (0, 0.5)."""
+    if not share or (augment and width_follows and 0 < share < 0.5):
+        return None
+    return (f"--stretch {share:g} needs a share between 0 and 0.5, --augment and --arch general "
+            "(a reader whose width follows the image)")
+
+
 def make_augment(spec: AugmentSpec | None = None):
     """A tf.data map function (x [B,H,W,C] float in [0,1], y) -> (augmented x, y)."""
     spec = spec or AugmentSpec()

@@ -200,9 +200,11 @@ def _train(args, strategy: str | None) -> int:
     if lo != hi and args.arch not in ("ctc", "general"):
         print("captchalens: error: a length range needs --arch ctc or general", file=sys.stderr)
         return 2
-    if args.stretch and not (args.augment and args.arch == "general" and 0 < args.stretch < 0.5):
-        print(f"captchalens: error: --stretch {args.stretch:g} needs a share between 0 and 0.5, --augment and "
-              "--arch general (a reader whose width follows the image)", file=sys.stderr)
+    from .augment import stretch_problem
+
+    problem = stretch_problem(args.stretch, args.augment, args.arch == "general")  # before any rendering
+    if problem:
+        print(f"captchalens: error: {problem}", file=sys.stderr)
         return 2
     cfg = TrainConfig(
         out=args.out, name=args.name or Path(args.out).name, arch=args.arch, width_mult=args.width_mult,

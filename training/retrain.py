@@ -800,14 +800,13 @@ def retrain(cfg: RetrainConfig):
     # network takes any width; it trained at the one the site's captchas have).
     rule = (init.base_meta.width_rule if init.mode == "finetune" and dist is None and p.arch == "general"
             and init.base_meta.architecture == "general" else None)
+    # Final figures on the validation split, through the solver's own decoding (and scales).
     if rule:
         meta.preprocessing["resize"]["width"] = dict(rule)
         meta.validate()
         ruled = networks.build(p.arch, meta, **kw)
         ruled.set_weights(model.get_weights())
         model = ruled
-    # Final figures on the validation split, through the solver's own decoding (and scales).
-    if rule:
         probs = _answer_probs(model, meta, held_back, work)
     else:
         probs = (model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0) if dist is None
@@ -844,11 +843,10 @@ def retrain(cfg: RetrainConfig):
     if init.mode == "finetune" and (dist is None or dist.is_chief):
         # What the site is read with without this model: the base as the extension reads it (its
         # width rule and scales, with the site's alphabet from the training labels' characters).
+        from captchalens.alphabet import read_with
         from captchalens.solver import get_solver
 
         seen = "".join(sorted(set("".join(texts[i] for i in tr))))
-        from captchalens.alphabet import read_with
-
         base = get_solver(init.base)
         base_probs = base.answer_probs(held_back, read_with(base.meta.charset, seen))
         base_answers = [a for a, _ in decode(base_probs, base.meta)]

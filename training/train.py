@@ -33,7 +33,7 @@ from captchalens.tflite import TFLITE_FILE, export_tflite
 from captchalens import modelfile, preprocess, solver  # noqa: F401
 
 from . import distribute, networks, wide
-from .augment import AugmentSpec, make_augment
+from .augment import AugmentSpec, make_augment, stretch_problem
 from .calibrate import on_validation
 from .config import TrainConfig
 from .evaluate import record_fresh_metrics
@@ -245,9 +245,9 @@ def train_generated(cfg: TrainConfig) -> tuple[Path, ModelMeta]:
     t0 = time.time()
     dist = distribute.setup(cfg.strategy, cfg.peer_timeout)  # first: before any TensorFlow op
     meta = make_meta(cfg)
-    if cfg.stretch and not (cfg.augment and meta.width_rule and 0 < cfg.stretch < 0.5):
-        raise ValueError(f"--stretch {cfg.stretch:g}: a share between 0 and 0.5, with --augment, for a reader "
-                         "whose width follows the image (--arch general)")
+    problem = stretch_problem(cfg.stretch, cfg.augment, meta.width_rule is not None)
+    if problem:
+        raise ValueError(problem)
     if cfg.base:
         check_base(meta, cfg.base)
     spec = GenSpec(charset=cfg.charset, min_length=cfg.length,
