@@ -48,16 +48,20 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 # reader: bench/results/zero_shot_variants.md).  ModelMeta.input_width_for() here,
 # preprocess.tf_input_width() in the TF and TFLite graphs and engine.js inputWidth() compute it
 # in the same integer-exact way (tests/contract_cases.json: width_cases).
-# Optional in the rule, `scales`: whole percents (50-200, one of them 100, at most 5, no repeats).
-# Each image is then read once per scale, at the rule's width scaled and rounded half up to the
-# multiple, m * floor((k * p + 50) / 100) for the rule's width m * k, within [min, max], and the
-# answer is the read with the highest confidence (the earliest scale on a tie): a reader misreads
-# differently at different widths and is least sure where it is wrong (the general reader,
-# [85, 100, 115]: bench/results/zero_shot_variants.md).
+# Optional in the rule, `scales`: whole percents (50-200, one of them 100, at most 9, no repeats).
+# Each image is then read once per scale, in the listed order, at the rule's width scaled and
+# rounded half up to the multiple, m * floor((k * p + 50) / 100) for the rule's width m * k,
+# within [min, max]; `combine` (optional, COMBINES) says which read answers (decode.answering):
+# "surest" (the default): the read with the highest confidence, the earliest on a tie: a reader
+# misreads differently at different widths and is least sure where it is wrong; "vote": the text
+# most reads give, answered by its surest read (a tie of votes: the text with the surest read, then
+# the earliest), reading stopping once the reads left could not change the text
+# (decode.settled). The general reader: bench/results/zero_shot_variants.md.
 WIDTH_RULES = ("geometric_mean",)
 MAX_INPUT_WIDTH = 1024
-MAX_SCALES = 5
+MAX_SCALES = 9
 SCALE_RANGE = (50, 200)
+COMBINES = ("surest", "vote")
 
 DECODINGS = ("fixed", "ctc_greedy")
 # Temperatures a model's calibration may hold (captchalens/decode.py): outside this range the
@@ -154,6 +158,8 @@ def _width_rule_problems(rule) -> list[str]:
             and len(set(scales)) == len(scales)):
         return [f"preprocessing.resize.width.scales must be a list of at most {MAX_SCALES} different whole "
                 f"percents from {SCALE_RANGE[0]} to {SCALE_RANGE[1]}, one of them 100"]
+    if "combine" in rule and rule["combine"] not in COMBINES:
+        return [f"preprocessing.resize.width.combine must be one of {', '.join(COMBINES)}"]
     return []
 
 
@@ -240,6 +246,12 @@ class ModelMeta:
         """The percents each image is read at (the rule's `scales`): [100] without them."""
         rule = self.width_rule
         return [int(v) for v in rule["scales"]] if rule is not None and rule.get("scales") else [100]
+
+    @property
+    def width_combine(self) -> str:
+        """How the reads at the rule's scales give one answer (COMBINES; decode.answering)."""
+        rule = self.width_rule
+        return rule.get("combine", "surest") if rule is not None else "surest"
 
     def scaled_width(self, width: int, height: int, percent: int = 100) -> int:
         """input_width_for at `percent` of it: m * floor((k * percent + 50) / 100), within [min, max]."""

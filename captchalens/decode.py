@@ -69,3 +69,49 @@ def decode(probs: np.ndarray, meta: ModelMeta, allowed: str | None = None) -> li
             text = "".join(chars)
         out.append((text, float(c)))
     return out
+
+
+# ---- one answer from the reads at a width rule's scales (contract.py COMBINES) ----------------
+# The same two functions are engine.js settled() and answering(); tests/contract_cases.json
+# (answer_cases) holds both to the same verdicts.
+
+def _votes(answers: list[tuple[str, float]]) -> dict[str, list]:
+    """text -> [reads giving it, its surest read's confidence, that read's index], in the order
+    the texts first came."""
+    votes: dict[str, list] = {}
+    for i, (text, conf) in enumerate(answers):
+        v = votes.setdefault(text, [0, conf, i])
+        v[0] += 1
+        if conf > v[1]:
+            v[1], v[2] = conf, i
+    return votes
+
+
+def settled(answers: list[tuple[str, float]], total: int, combine: str = "surest") -> bool:
+    """After the first len(answers) of `total` reads (text, confidence) of one image: is its
+    answer known? "surest" needs every read; "vote" stops once the text most reads gave has more
+    than the next one could reach with every read left."""
+    left = total - len(answers)
+    if left <= 0:
+        return True
+    if combine != "vote":
+        return False
+    counts = sorted((v[0] for v in _votes(answers).values()), reverse=True) + [0]
+    return counts[0] > counts[1] + left
+
+
+def answering(answers: list[tuple[str, float]], combine: str = "surest") -> int:
+    """The index of the read that answers: "surest": the highest confidence, the earliest on a
+    tie; "vote": the surest read of the text most reads gave (a tie of votes: the text whose
+    surest read is surer, then the text that came first)."""
+    if combine != "vote":
+        best = 0
+        for i, (_, conf) in enumerate(answers):
+            if conf > answers[best][1]:
+                best = i
+        return best
+    top = None
+    for count, conf, i in _votes(answers).values():
+        if top is None or (count, conf) > (top[0], top[1]):
+            top = (count, conf, i)
+    return top[2]

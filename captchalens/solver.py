@@ -145,27 +145,35 @@ class Solver:
                 out_p[part] = run(self._tf.constant(batch)).numpy()
         return out
 
-    def _surest(self, reads: list[np.ndarray], allowed: str | None = None) -> np.ndarray:
-        """Of one batch's reads (one per scale of the rule, probs() each), each image's
-        probabilities from the read it is surest of at the model's temperature (the earliest
-        on a tie), padded as probs() pads; with `allowed`, read with those characters only."""
-        from .decode import confidence, padded_probs, restrict
-
-        if allowed is not None:
-            reads = [restrict(r, self.meta, allowed) for r in reads]
-        if len(reads) == 1:
-            return reads[0]
-        pick = np.argmax(np.stack([confidence(r, self.meta.temperature) for r in reads]), axis=0)
-        out = padded_probs(self.meta, len(reads[0]), max(r.shape[1] for r in reads))
-        for j, r in enumerate(reads):
-            out[pick == j, :r.shape[1]] = r[pick == j]
-        return out
-
     def answer_probs(self, images: list[np.ndarray], allowed: str | None = None) -> np.ndarray:
-        """Each image's probabilities from the read that answers it (the surest of the rule's
-        scales); probs() itself for a reader of one scale. What its confidence is calibrated on.
-        `allowed`: the characters to read with (alphabet.read_with), the others at 0."""
-        return self._surest([self.probs(images, p) for p in self.meta.width_scales], allowed)
+        """Each image's probabilities from the read that answers it: of its reads at the rule's
+        scales, in their order, the one the rule's combine picks (decode.answering), reading an
+        image no further once its answer is known (decode.settled), as engine.js solve() does;
+        probs() itself for a reader of one scale, padded as probs() pads. What its confidence is
+        calibrated on. `allowed`: the characters to read with (alphabet.read_with), the others at 0."""
+        from .decode import answering, decode, padded_probs, restrict, settled
+
+        scales, combine = self.meta.width_scales, self.meta.width_combine
+        answers: list[list] = [[] for _ in images]
+        reads: list[list] = [[] for _ in images]
+        todo = list(range(len(images)))
+        for percent in scales:
+            if not todo:
+                break
+            r = self.probs([images[i] for i in todo], percent)
+            if allowed is not None:
+                r = restrict(r, self.meta, allowed)
+            if len(scales) == 1:
+                return r
+            for i, row, answer in zip(todo, r, decode(r, self.meta)):
+                answers[i].append(answer)
+                reads[i].append(row)
+            todo = [i for i in todo if not settled(answers[i], len(scales), combine)]
+        picked = [reads[i][answering(answers[i], combine)] for i in range(len(images))]
+        out = padded_probs(self.meta, len(images), max((p.shape[0] for p in picked), default=self.meta.output_shape[0]))
+        for i, p in enumerate(picked):
+            out[i, :p.shape[0]] = p
+        return out
 
     def solve_pixels(self, images: list[np.ndarray], alphabet: str | None = None) -> list[Answer]:
         rgba = [to_rgba(im, f"image {i}") for i, im in enumerate(images)]
@@ -181,12 +189,11 @@ class Solver:
         each = alphabet if isinstance(alphabet, list) else [alphabet] * len(images)
         if len(each) != len(images):
             raise ValueError(f"{len(images)} images but {len(each)} alphabets")
-        reads = [self.probs(images, p) for p in self.meta.width_scales]  # the rule's scales, once each
         out: list = [None] * len(images)
-        for a in set(each):  # the surest read of each image, with its alphabet
+        for a in dict.fromkeys(each):  # each alphabet's images, read at the rule's scales
             idx = [i for i, e in enumerate(each) if e == a]
             allowed = read_with(self.meta.charset, a) if a else None
-            for i, answer in zip(idx, decode(self._surest([r[idx] for r in reads], allowed), self.meta)):
+            for i, answer in zip(idx, decode(self.answer_probs([images[i] for i in idx], allowed), self.meta)):
                 out[i] = answer
         return out
 

@@ -86,8 +86,9 @@ def converted_model(model_dir: str | os.PathLike | None = None,
 
 
 def run_node(model: str | os.PathLike, images: list[np.ndarray], probs: bool = True,
-             backend: str = "wasm") -> dict:
-    """Run extension/node/node_solver.js on RGBA images; returns its JSON output."""
+             backend: str = "wasm", one_at_a_time: bool = False) -> dict:
+    """Run extension/node/node_solver.js on RGBA images; returns its JSON output. `one_at_a_time`:
+    each image through engine.solve() (the extension's right-click path) instead of solveBatch."""
     node = shutil.which("node")
     if node is None:
         raise NodeError("Node.js is not installed (`node` is not on PATH): `--engine tfjs` runs the "
@@ -103,6 +104,8 @@ def run_node(model: str | os.PathLike, images: list[np.ndarray], probs: bool = T
                "--backend", backend, "--node-modules", str(node_modules)]
         if not probs:
             cmd.append("--no-probs")
+        if one_at_a_time:
+            cmd.append("--one-at-a-time")
         try:
             proc = subprocess.run(cmd, input=pack_rgba(images), capture_output=True, timeout=NODE_TIMEOUT)
         except subprocess.TimeoutExpired:

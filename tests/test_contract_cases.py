@@ -91,7 +91,14 @@ const decoded = table.alphabet_cases.map((c) => {
   return { probs: Array.from(probs), whole: E.decode(meta, probs, P, K),
     site: E.decode(meta, probs, P, K, E.siteCharset(c.charset, c.seen, c.labels)) };
 });
-console.log(JSON.stringify({metas, images, widths, alphabets, decoded,
+// one image's reads at a rule's scales: read until settled, then the one that answers
+const answers = table.answer_cases.map((c) => {
+  const reads = c.reads.map(([text, confidence]) => ({ text, confidence }));
+  let used = 1;
+  while (!E.settled(reads.slice(0, used), c.total, c.combine)) { used += 1; }
+  return { used, index: E.answering(reads.slice(0, used), c.combine) };
+});
+console.log(JSON.stringify({metas, images, widths, alphabets, decoded, answers,
   alphabetLimits: [E.MIN_SITE_LABELS, E.MAX_ALPHABET]}));
 """
 
@@ -158,6 +165,29 @@ def test_python_tensorflow_and_engine_js_read_each_image_at_the_same_width(js_ve
     edges = {c["expect"] for c in cases if "half way" in c["case"] and "percent" not in c}
     assert len(edges) == 2
     assert {c.get("percent", 100) for c in cases} == {85, 100, 115}  # the scales' rounding too
+
+
+def test_both_languages_answer_from_the_same_read_after_as_many_reads(js_verdicts):
+    """decode.settled/answering and engine.js settled/answering: how many of an image's reads at
+    a width rule's scales are made before its answer is known, and which of them answers."""
+    from captchalens.decode import answering, settled
+
+    cases = _table()["answer_cases"]
+    assert len(cases) == len(js_verdicts["answers"]) >= 10
+    wrong = []
+    for case, js in zip(cases, js_verdicts["answers"]):
+        reads = [tuple(r) for r in case["reads"]]
+        assert len(reads) == case["total"]
+        used = next(n for n in range(1, len(reads) + 1) if settled(reads[:n], case["total"], case["combine"]))
+        py = {"used": used, "index": answering(reads[:used], case["combine"])}
+        if not py == js == case["expect"]:
+            wrong.append(f"{case['case']}: expected {case['expect']}, Python {py}, engine.js {js}")
+    assert not wrong, "\n".join(wrong)
+    # both rules, and votes that stop early as well as ones that need every read
+    assert {c["combine"] for c in cases} == {"surest", "vote"}
+    votes = [c for c in cases if c["combine"] == "vote"]
+    assert any(c["expect"]["used"] < c["total"] for c in votes) and any(c["expect"]["used"] == c["total"] > 1
+                                                                        for c in votes)
 
 
 def test_both_languages_read_a_site_with_the_same_alphabet(js_verdicts):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from captchalens.contract import META_FILE, load_meta
-from captchalens.converter.node_engine import converted_model, probs_tfjs
+from captchalens.converter.node_engine import converted_model, probs_tfjs, run_node
 from captchalens.decode import decode
 from captchalens.paths import DEFAULT_MODEL, checkout
 from captchalens.solver import Solver
@@ -105,6 +105,14 @@ def test_the_shipped_general_reader_gives_the_same_answers_in_tfjs(captchas):
     answers = _compare(GENERAL_MODEL, (captchas[0] + images, captchas[1] + texts), MAX_PROB_DIFF_GENERAL)
     nocase = sum(a.lower() == t.lower() for (a, _), t in zip(answers, captchas[1])) / len(captchas[1])
     assert nocase > 0.5  # real answers (it reads about 3 in 4 of these captcha-package captchas)
+    # one captcha at a time, as a right-click reads it (engine.solve: its scales read until the
+    # vote is settled, a width read once): the answers the host gives
+    some = images[:120]
+    single = run_node(converted_model(GENERAL_MODEL), some, probs=False, one_at_a_time=True)["results"]
+    got = [(r["text"], r["confidence"]) for r in single]
+    want = answers[len(captchas[0]):][:len(some)]
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert np.allclose([c for _, c in got], [c for _, c in want], rtol=1e-3, atol=1e-6)
 
 
 def _node(script: str) -> dict:

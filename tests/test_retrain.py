@@ -104,7 +104,7 @@ def test_with_no_flags_the_shipped_general_reader_is_fine_tuned(tmp_path, capsys
     meta = load_meta(tmp_path / "m")
     assert meta.trained_on["init"]["base"] == str(GENERAL_MODEL) and meta.architecture == "general"
     # it reads a site as the general reader does: its width rule and scales
-    assert meta.width_rule == load_meta(GENERAL_MODEL).width_rule and len(meta.width_scales) == 3
+    assert meta.width_rule == load_meta(GENERAL_MODEL).width_rule and len(meta.width_scales) == 9
     from captchalens.training.retrain import GENERAL_LR, LR, STEM_FILTERS
 
     assert meta.trained_on["lr"] == GENERAL_LR < LR  # gentler on the general reader: it keeps what it reads

@@ -219,7 +219,9 @@ def calibrate_model(model_dir, data: str | None = None, n: int = FRESH_N, seed: 
     meta.calibration = fit.record(where)
     if len(meta.width_scales) > 1:  # refitted on the reads that answer, chosen at that temperature
         fit = fit_answers(solver.answer_probs(images), meta, texts)
-        meta.calibration = fit.record(where + f", each read at {meta.width_scales} % and the surest kept")
+        meta.calibration = fit.record(where + (f", each read at {meta.width_scales} %, "
+                                               f"{'the text most reads give' if meta.width_combine == 'vote' else 'the surest read'} "
+                                               f"answering"))
     meta.validate().save(solver.model_dir)
     return fit
 

@@ -561,7 +561,7 @@ def answer_scores(answers: list[str], truths: list[str]) -> tuple[float, float]:
 
 def _answer_probs(model, meta, images: list[np.ndarray], work: Path) -> np.ndarray:
     """A reader's answering probabilities on `images` as the solver reads them (every scale of
-    its width rule, the surest answering), from a copy written in the work folder."""
+    its width rule, combined as its rule says), from a copy written in the work folder."""
     from captchalens.solver import Solver
 
     from .train import save_model

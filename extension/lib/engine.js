@@ -47,7 +47,8 @@
   // (captchalens/contract.py WIDTH_RULES, MAX_INPUT_WIDTH).
   const WIDTH_RULES = ['geometric_mean'];
   // The rule's optional scales, whole percents (captchalens/contract.py MAX_SCALES, SCALE_RANGE).
-  const MAX_SCALES = 5;
+  const MAX_SCALES = 9;
+  const COMBINES = ['surest', 'vote'];
   const SCALE_RANGE = [50, 200];
   const MAX_INPUT_WIDTH = 1024;
 
@@ -215,6 +216,9 @@
         throw new Error(`preprocessing.resize.width.scales must be a list of at most ${MAX_SCALES} different whole ` +
           `percents from ${SCALE_RANGE[0]} to ${SCALE_RANGE[1]}, one of them 100`);
       }
+      if (rule.combine !== undefined && !COMBINES.includes(rule.combine)) {
+        throw new Error(`preprocessing.resize.width.combine must be one of ${COMBINES.join(', ')}`);
+      }
       if (meta.decoding !== 'ctc_greedy') {
         throw new Error('a width that follows the image (preprocessing.resize.width) needs CTC decoding');
       }
@@ -349,13 +353,23 @@
 
   /**
    * The percents each image is read at (the rule's scales; contract.py width_scales): [100]
-   * without them. The answer is the surest read, the earliest scale on a tie.
+   * without them. Which read answers: widthCombine, answering.
    * @param {Object} meta
    * @returns {number[]}
    */
   function widthScales(meta) {
     const rule = meta.preprocessing.resize.width;
     return rule && Array.isArray(rule.scales) && rule.scales.length ? rule.scales : [100];
+  }
+
+  /**
+   * How the reads at the rule's scales give one answer (contract.py COMBINES): "surest" or "vote".
+   * @param {Object} meta
+   * @returns {string}
+   */
+  function widthCombine(meta) {
+    const rule = meta.preprocessing.resize.width;
+    return rule && rule.combine !== undefined ? rule.combine : 'surest';
   }
 
   /**
@@ -607,26 +621,107 @@
   async function solve(tf, loaded, rgba, alphabet) {
     const t0 = now();
     const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
-    let best = null;
+    const scales = widthScales(loaded.meta);
+    const combine = widthCombine(loaded.meta);
+    const answers = [];
+    const byWidth = new Map(); // a scale whose width an earlier scale already gave reads the same
     let probs100 = null;
-    for (const percent of widthScales(loaded.meta)) { // the rule's scales: the surest read answers
-      const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba, percent)));
-      const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
-      let probs;
-      try {
-        probs = await y.data();
-      } finally {
-        y.dispose();
-      }
-      const answer = decode(loaded.meta, probs, P, K, allowed);
-      if (best === null || answer.confidence > best.confidence) { // a tie keeps the earlier scale
-        best = answer;
+    for (const percent of scales) { // the rule's scales, in order, until the answer is known
+      const w = followsWidth(loaded.meta) ? inputWidth(loaded.meta, rgba.width, rgba.height, percent) : 0;
+      let answer = byWidth.get(w);
+      if (answer === undefined) {
+        const y = tf.tidy(() => loaded.model.predict(preprocess(tf, loaded.meta, rgba, percent)));
+        const [, P, K] = y.shape; // steps: the metadata's, or as many as the image's width gives
+        let probs;
+        try {
+          probs = await y.data();
+        } finally {
+          y.dispose();
+        }
+        answer = decode(loaded.meta, probs, P, K, allowed);
+        answer.probs = probs;
+        byWidth.set(w, answer);
       }
       if (percent === 100) {
-        probs100 = probs;
+        probs100 = answer.probs;
+      }
+      answers.push(answer);
+      if (settled(answers, scales.length, combine)) {
+        break;
       }
     }
+    const best = answers[answering(answers, combine)];
     return { text: best.text, confidence: best.confidence, ms: now() - t0, probs: probs100 };
+  }
+
+  /**
+   * Of one image's reads so far (its first answers.length of `total`, {text, confidence} each),
+   * is its answer known? contract.py COMBINES; captchalens/decode.py settled() is the same.
+   * @param {Array<{text: string, confidence: number}>} answers
+   * @param {number} total
+   * @param {string} combine  "surest" (every read) or "vote"
+   * @returns {boolean}
+   */
+  function settled(answers, total, combine) {
+    const left = total - answers.length;
+    if (left <= 0) {
+      return true;
+    }
+    if (combine !== 'vote') {
+      return false;
+    }
+    const counts = Array.from(votes(answers).values(), (v) => v.count).sort((x, y) => y - x);
+    return counts[0] > (counts.length > 1 ? counts[1] : 0) + left;
+  }
+
+  /**
+   * The index of the read that answers (captchalens/decode.py answering()): "surest": the
+   * highest confidence, the earliest on a tie; "vote": the surest read of the text most reads
+   * gave (a tie of votes: the text whose surest read is surer, then the text that came first).
+   * @param {Array<{text: string, confidence: number}>} answers
+   * @param {string} combine
+   * @returns {number}
+   */
+  function answering(answers, combine) {
+    if (combine !== 'vote') {
+      let best = 0;
+      answers.forEach((a, i) => {
+        if (a.confidence > answers[best].confidence) {
+          best = i;
+        }
+      });
+      return best;
+    }
+    let top = null;
+    for (const v of votes(answers).values()) {
+      if (top === null || v.count > top.count || (v.count === top.count && v.confidence > top.confidence)) {
+        top = v;
+      }
+    }
+    return top.index;
+  }
+
+  /**
+   * text -> {count, confidence, index} (its reads, its surest read's confidence and index), in
+   * the order the texts first came.
+   * @param {Array<{text: string, confidence: number}>} answers
+   * @returns {Map<string, {count: number, confidence: number, index: number}>}
+   */
+  function votes(answers) {
+    const out = new Map();
+    answers.forEach((a, i) => {
+      const v = out.get(a.text);
+      if (v === undefined) {
+        out.set(a.text, { count: 1, confidence: a.confidence, index: i });
+      } else {
+        v.count += 1;
+        if (a.confidence > v.confidence) {
+          v.confidence = a.confidence;
+          v.index = i;
+        }
+      }
+    });
+    return out;
   }
 
   /**
@@ -640,6 +735,7 @@
    */
   async function solveBatch(tf, loaded, rgbaList, alphabet) {
     const out = new Array(rgbaList.length);
+    const reads = new Array(rgbaList.length); // each image's answers, one per scale in order
     const allowed = alphabet ? readWith(loaded.meta.charset, alphabet) : null;
     for (let s = 0; s < rgbaList.length; s += BATCH) {
       for (const percent of widthScales(loaded.meta)) {
@@ -673,18 +769,28 @@
           }
           idx.forEach((i, j) => {
             const probs = all.slice(j * P * K, (j + 1) * P * K);
-            const answer = decode(loaded.meta, probs, P, K, allowed);
-            const prev = out[i];
-            if (!prev || answer.confidence > prev.confidence) { // a tie keeps the earlier scale
-              out[i] = { text: answer.text, confidence: answer.confidence, probs: prev ? prev.probs : null };
+            if (!reads[i]) {
+              reads[i] = { answers: [], probs: null };
             }
+            reads[i].answers.push(decode(loaded.meta, probs, P, K, allowed));
             if (percent === 100) {
-              out[i].probs = probs;
+              reads[i].probs = probs;
             }
           });
         }
       }
     }
+    // Every scale was read; the answer is the one solve() gives, reading until it is known.
+    const scales = widthScales(loaded.meta);
+    const combine = widthCombine(loaded.meta);
+    reads.forEach((r, i) => {
+      let n = 1;
+      while (!settled(r.answers.slice(0, n), scales.length, combine)) {
+        n += 1;
+      }
+      const best = r.answers[answering(r.answers.slice(0, n), combine)];
+      out[i] = { text: best.text, confidence: best.confidence, probs: r.probs };
+    });
     return out;
   }
 
@@ -702,6 +808,6 @@
   return {
     META_FILE, MODEL_FILE, DECODINGS, TEMPERATURE_RANGE, urlLoader, loadModel, preprocess, decode, solve, solveBatch, checkMeta,
     imageSizeProblem, temperature, autoFirstStands, inputWidth, MIN_SITE_LABELS, MAX_ALPHABET, widenAlphabet, readWith,
-    siteCharset, coversAlphabet, familiesText, widthScales,
+    siteCharset, coversAlphabet, familiesText, widthScales, widthCombine, settled, answering,
   };
 });

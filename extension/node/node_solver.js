@@ -11,6 +11,8 @@
  *   count, then per image: width, height, width*height*4 RGBA bytes
  * Output JSON: {"backend", "model", "load_ms", "solve_ms",
  *               "results": [{"text", "confidence", "probs": [P*K floats]}]}
+ * `--one-at-a-time`: each image through engine.solve(), the extension's path for one captcha (it
+ * stops reading a width rule's scales once the answer is known), instead of engine.solveBatch.
  * Exit status 2 with "node_solver.js: error: <message>" on stderr for any problem.
  */
 'use strict';
@@ -60,9 +62,10 @@ function parseArgs(argv) {
     else if (flag === '--backend') args.backend = value();
     else if (flag === '--node-modules') args.nodeModules = value();
     else if (flag === '--no-probs') args.probs = false;
+    else if (flag === '--one-at-a-time') args.single = true;
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write('usage: node_solver.js --model DIR [--input FILE|-] [--output FILE] ' +
-        '[--backend wasm|cpu] [--node-modules DIR] [--no-probs]\n');
+        '[--backend wasm|cpu] [--node-modules DIR] [--no-probs] [--one-at-a-time]\n');
       process.exit(0);
     } else fail(`unknown argument ${flag}`);
   }
@@ -184,7 +187,14 @@ async function main() {
   const t1 = performance.now();
   let results;
   try {
-    results = await engine.solveBatch(tf, loaded, images);
+    if (args.single) { // one solve() each, as the extension's right-click reads a captcha
+      results = [];
+      for (const im of images) {
+        results.push(await engine.solve(tf, loaded, im));
+      }
+    } else {
+      results = await engine.solveBatch(tf, loaded, images);
+    }
   } catch (e) {
     fail(e.message);
   }
@@ -195,7 +205,7 @@ async function main() {
     load_ms: t1 - t0,
     solve_ms: t2 - t1,
     results: results.map((r) => (args.probs
-      ? { text: r.text, confidence: r.confidence, probs: Array.from(r.probs) }
+      ? { text: r.text, confidence: r.confidence, probs: r.probs ? Array.from(r.probs) : null }
       : { text: r.text, confidence: r.confidence })),
   };
   const text = JSON.stringify(out);
