@@ -10,7 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["python", "confidence", "convert", "browser", "host", "native", "retrain", "label_curve",
-         "epoch_choice", "anchor", "zero_shot_variants", "site_alphabet", "browser_general"]
+         "epoch_choice", "anchor", "zero_shot_variants", "zero_shot_framing", "site_alphabet", "browser_general"]
 HEADER = """# Benchmarks
 
 All figures below were measured on this project's machine: 2 CPU cores, no
@@ -33,6 +33,7 @@ script; then `python bench/assemble.py` rebuilds this file.
 | Which epoch to keep | `bench/epoch_choice.py` |
 | Pulling fine-tuned weights toward the base | `bench/anchor.py` |
 | Zero-shot variants of the general reader | `bench/zero_shot_variants.py` |
+| Framing in height, voted with the width scales | `bench/zero_shot_framing.py` |
 | A site's alphabet (its first corrections' characters) | `bench/site_alphabet.py` |
 | In-browser, general reader | `bench/browser_bench.py --model captchalens/models/general --size 200x50` |
 """
