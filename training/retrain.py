@@ -559,18 +559,43 @@ def answer_scores(answers: list[str], truths: list[str]) -> tuple[float, float]:
     return acc, sum(edit_distance(a, t) for a, t in zip(answers, truths)) / max(1, sum(map(len, truths)))
 
 
-def _answer_probs(model, meta, images: list[np.ndarray], work: Path) -> np.ndarray:
+def _answer_probs(model, meta, images: list[np.ndarray], truths: list[str], work: Path):
     """A reader's answering probabilities on `images` as the solver reads them (every scale of
-    its width rule, combined as its rule says), from a copy written in the work folder."""
+    its width rule, combined as its rule says), and reads_nll of the truths, from a copy
+    written in the work folder."""
     from captchalens.solver import Solver
 
     from .train import save_model
 
     path = save_model(model, meta, work / "as-read", {})
     try:
-        return Solver(path).answer_probs(images)
+        solver = Solver(path)
+        return solver.answer_probs(images), reads_nll(solver, images, truths)
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def reads_nll(solver, images: list[np.ndarray], truths: list[str], allowed: str | None = None) -> float | None:
+    """truth_nll over every read a solver makes of `images` (each scale of its width rule, with
+    the characters `allowed` only), averaged. Which read answers depends on confidences and
+    their temperature, so two readers of the same weights can answer from different reads;
+    every read is the same for both."""
+    from captchalens.decode import restrict
+
+    each = []
+    for percent in solver.meta.width_scales:
+        probs = solver.probs(images, percent)
+        nll = truth_nll(probs if allowed is None else restrict(probs, solver.meta, allowed), solver.meta, truths)
+        if nll is None:
+            return None
+        each.append(nll)
+    return float(np.mean(each))
+
+
+# How much surer (mean CTC nats) a new model must be to break a tie: the base's own weights,
+# kept when training never beat them and read through a head cut to the site's characters,
+# give the same likelihoods up to float rounding, and must not win by it.
+NLL_MARGIN = 1e-3
 
 
 def beats_base(answers: list[str], base_answers: list[str], truths: list[str],
@@ -586,7 +611,7 @@ def beats_base(answers: list[str], base_answers: list[str], truths: list[str],
     errors = sum(edit_distance(a, t) for a, t in zip(answers, truths))
     base_errors = sum(edit_distance(a, t) for a, t in zip(base_answers, truths))
     if (errors, right) == (base_errors, base_right) and nll is not None and base_nll is not None:
-        return nll < base_nll
+        return nll < base_nll - NLL_MARGIN
     return errors < base_errors and right >= base_right
 
 
@@ -807,10 +832,11 @@ def retrain(cfg: RetrainConfig):
         ruled = networks.build(p.arch, meta, **kw)
         ruled.set_weights(model.get_weights())
         model = ruled
-        probs = _answer_probs(model, meta, held_back, work)
+        probs, nll = _answer_probs(model, meta, held_back, t_va, work)
     else:
         probs = (model.predict(x[va].astype(np.float32) / 255.0, batch_size=256, verbose=0) if dist is None
                  else distribute.predict_local(model, x[va]))
+        nll = truth_nll(probs, meta, t_va)  # its one read
     answers = [t for t, _ in decode(probs, meta)]
     right = sum(a == t for a, t in zip(answers, t_va))
     from .evaluate import _char_pairs
@@ -848,10 +874,11 @@ def retrain(cfg: RetrainConfig):
 
         seen = "".join(sorted(set("".join(texts[i] for i in tr))))
         base = get_solver(init.base)
-        base_probs = base.answer_probs(held_back, read_with(base.meta.charset, seen))
+        allowed = read_with(base.meta.charset, seen)
+        base_probs = base.answer_probs(held_back, allowed)
         base_answers = [a for a, _ in decode(base_probs, base.meta)]
         base_right = sum(a == t for a, t in zip(base_answers, t_va))
-        nll, base_nll = truth_nll(probs, meta, t_va), truth_nll(base_probs, base.meta, t_va)
+        base_nll = reads_nll(base, held_back, t_va, allowed)
         meta.metrics.update(
             val_cer=round(answer_scores(answers, t_va)[1], 5),
             base_val_captcha_acc=round(base_right / len(t_va), 5),
